@@ -1,0 +1,10 @@
+# contrib/local.mk: dsmctl and the demo server.
+bin_PROGRAMS += dsmctl dsmkit-demo
+
+dsmctl_SOURCES = contrib/dsmctl/dsmctl.c
+dsmctl_CFLAGS = $(AM_CFLAGS) $(TALLOC_CFLAGS)
+dsmctl_LDADD = libdsmkit.la $(TALLOC_LIBS)
+
+dsmkit_demo_SOURCES = contrib/demo/demo.c
+dsmkit_demo_CFLAGS = $(AM_CFLAGS) $(TALLOC_CFLAGS)
+dsmkit_demo_LDADD = libdsmkit.la $(TALLOC_LIBS)

@@ -1,0 +1,90 @@
+/*
+ * dsmkit/memutils.h: creating, resetting and inspecting memory contexts.
+ *
+ * Contexts form a tree (a talloc hierarchy).  TopMemoryContext is the root
+ * and lives as long as the process; ErrorContext holds what error
+ * reporting needs, with memory reserved up front so that an out-of-memory
+ * error can still be reported.  Both exist once MemoryContextInit() has
+ * run, which happens on first use of palloc(), AllocSetContextCreate(),
+ * ereport() or the supervisor/backend start functions.
+ *
+ * Deleting a context frees all its chunks and all its child contexts,
+ * after running the reset callbacks (LIFO, children before parents).
+ * Resetting a context does the same but keeps the context itself.
+ */
+#ifndef DSMKIT_MEMUTILS_H
+#define DSMKIT_MEMUTILS_H
+
+#include <stdio.h>
+#include <dsmkit/palloc.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest ordinary request: 1 GB - 1.  Larger needs MCXT_ALLOC_HUGE. */
+#define MaxAllocSize ((Size) 0x3fffffff)
+#define AllocSizeIsValid(size) ((Size) (size) <= MaxAllocSize)
+#define MaxAllocHugeSize (SIZE_MAX / 2)
+
+DSMKIT_API extern MemoryContext TopMemoryContext;
+DSMKIT_API extern MemoryContext ErrorContext;
+
+/*
+ * Size hints, kept for source compatibility with PostgreSQL's
+ * AllocSetContextCreate(parent, name, ALLOCSET_DEFAULT_SIZES): minimum,
+ * initial and maximum block size.  dsmkit uses the initial size to decide
+ * whether to give the context a talloc pool.
+ */
+#define ALLOCSET_DEFAULT_MINSIZE 0
+#define ALLOCSET_DEFAULT_INITSIZE (8 * 1024)
+#define ALLOCSET_DEFAULT_MAXSIZE (8 * 1024 * 1024)
+#define ALLOCSET_DEFAULT_SIZES \
+	ALLOCSET_DEFAULT_MINSIZE, ALLOCSET_DEFAULT_INITSIZE, ALLOCSET_DEFAULT_MAXSIZE
+#define ALLOCSET_SMALL_MINSIZE 0
+#define ALLOCSET_SMALL_INITSIZE (1 * 1024)
+#define ALLOCSET_SMALL_MAXSIZE (8 * 1024)
+#define ALLOCSET_SMALL_SIZES \
+	ALLOCSET_SMALL_MINSIZE, ALLOCSET_SMALL_INITSIZE, ALLOCSET_SMALL_MAXSIZE
+
+/* Set up TopMemoryContext and ErrorContext; idempotent; never fails except out of memory (FATAL). */
+DSMKIT_API void MemoryContextInit(void);
+
+/*
+ * Create a context below parent (NULL is not allowed: use TopMemoryContext
+ * for a long-lived one).  name must be a string that lives as long as the
+ * context (a literal).  Raises ERROR out of memory; never returns NULL.
+ */
+DSMKIT_API MemoryContext AllocSetContextCreateInternal(MemoryContext parent, const char *name,
+													   Size minContextSize, Size initBlockSize,
+													   Size maxBlockSize);
+#define AllocSetContextCreate AllocSetContextCreateInternal
+
+DSMKIT_API void MemoryContextReset(MemoryContext context);
+DSMKIT_API void MemoryContextDelete(MemoryContext context);
+DSMKIT_API void MemoryContextSetParent(MemoryContext context, MemoryContext new_parent);
+DSMKIT_API const char *MemoryContextGetName(MemoryContext context);
+DSMKIT_API MemoryContext MemoryContextGetParent(MemoryContext context);
+DSMKIT_API bool MemoryContextIsEmpty(MemoryContext context);
+
+/* The context a palloc'd chunk belongs to; ERROR for a pointer palloc did not return. */
+DSMKIT_API MemoryContext GetMemoryChunkContext(void *pointer);
+/* The usable size of a palloc'd chunk. */
+DSMKIT_API Size GetMemoryChunkSpace(void *pointer);
+
+/* Bytes allocated in context (and its descendants when recurse). */
+DSMKIT_API Size MemoryContextMemAllocated(MemoryContext context, bool recurse);
+
+/*
+ * Print the tree below context to stderr: one line a context, indented by
+ * depth, with its name, chunk count and bytes, then a grand total.
+ * MemoryContextStatsToFile() writes the same to a stdio stream.
+ */
+DSMKIT_API void MemoryContextStats(MemoryContext context);
+DSMKIT_API void MemoryContextStatsToFile(MemoryContext context, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSMKIT_MEMUTILS_H */

@@ -1,0 +1,2 @@
+/* dsm.c: placeholder, being written. */
+#include "dsmkit_int.h"

@@ -1,0 +1,2 @@
+/* dsm_impl.c: placeholder, being written. */
+#include "dsmkit_int.h"

@@ -1,0 +1,2 @@
+/* dsm_impl_posix.c: placeholder, being written. */
+#include "dsmkit_int.h"

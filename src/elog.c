@@ -1,0 +1,2 @@
+/* elog.c: placeholder, being written. */
+#include "dsmkit_int.h"

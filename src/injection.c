@@ -1,0 +1,2 @@
+/* injection.c: placeholder, being written. */
+#include "dsmkit_int.h"

@@ -1,0 +1,2 @@
+/* ipc.c: placeholder, being written. */
+#include "dsmkit_int.h"

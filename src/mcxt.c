@@ -1,0 +1,2 @@
+/* mcxt.c: placeholder, being written. */
+#include "dsmkit_int.h"

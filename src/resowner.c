@@ -1,0 +1,2 @@
+/* resowner.c: placeholder, being written. */
+#include "dsmkit_int.h"

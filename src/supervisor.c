@@ -1,0 +1,2 @@
+/* supervisor.c: placeholder, being written. */
+#include "dsmkit_int.h"

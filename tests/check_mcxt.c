@@ -1,0 +1,2 @@
+/* check_mcxt.c: placeholder until the suite is written. */
+int main(void) { return 77; }

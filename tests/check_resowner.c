@@ -1,0 +1,2 @@
+/* check_resowner.c: placeholder until the suite is written. */
+int main(void) { return 77; }

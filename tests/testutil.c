@@ -1,0 +1,435 @@
+/*
+ * testutil.c: helpers shared by the dsmkit check suites (see testutil.h).
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <talloc.h>
+#include <unistd.h>
+
+#include <dsmkit/dsm_impl.h>
+
+/* The pid of the runner process; cluster directories carry it in their name. */
+static pid_t runner_pid;
+
+static size_t baseline_blocks;
+static int baseline_fds;
+
+/* Cluster directories made by this process, for the leak check. */
+#define TU_MAX_DIRS 64
+static char tu_dirs[TU_MAX_DIRS][PATH_MAX];
+static int tu_ndirs;
+
+void
+tu_leak_baseline(void)
+{
+	talloc_enable_null_tracking();
+	baseline_blocks = talloc_total_blocks(NULL);
+	baseline_fds = tu_count_fds();
+}
+
+int
+tu_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	ck_assert_msg(d != NULL, "opendir /proc/self/fd: %s", strerror(errno));
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* not the one opendir used */
+}
+
+void
+tu_assert_no_leaks(void)
+{
+	size_t blocks = talloc_total_blocks(NULL);
+
+	if (blocks != baseline_blocks)
+		talloc_report_full(NULL, stderr);
+	ck_assert_msg(blocks == baseline_blocks, "talloc blocks: %zu at start, %zu now", baseline_blocks,
+				  blocks);
+	ck_assert_int_eq(tu_count_fds(), baseline_fds);
+	for (int i = 0; i < tu_ndirs; i++)
+	{
+		struct stat st;
+
+		if (stat(tu_dirs[i], &st) != 0)
+			continue;
+		ck_assert_msg(tu_count_posix_segments(tu_dirs[i]) == 0, "POSIX segments left for %s",
+					  tu_dirs[i]);
+		ck_assert_msg(tu_count_sysv_segments(tu_dirs[i]) == 0, "System V segments left for %s",
+					  tu_dirs[i]);
+	}
+}
+
+const char *
+tu_cluster_dir(void)
+{
+	char *dir;
+
+	ck_assert_int_lt(tu_ndirs, TU_MAX_DIRS);
+	if (runner_pid == 0)
+		runner_pid = getpid();
+	dir = tu_dirs[tu_ndirs];
+	snprintf(dir, PATH_MAX, "/tmp/dsmkit-test.%d.XXXXXX", (int) runner_pid);
+	ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	tu_ndirs++;
+	return dir;
+}
+
+void
+tu_remove_cluster_dir(const char *dir)
+{
+	ck_assert_int_eq(tu_count_posix_segments(dir), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(dir), 0);
+	ck_assert_msg(tu_count_dir_entries(dir) == 0, "cluster directory %s is not empty", dir);
+	ck_assert_msg(rmdir(dir) == 0, "rmdir %s: %s", dir, strerror(errno));
+}
+
+/* The cluster id of dir, computed as dsm_impl_cluster_id_of() documents. */
+static uint32_t
+tu_cluster_id(const char *dir)
+{
+	char real[PATH_MAX];
+	uint32_t h = 2166136261u;
+
+	if (realpath(dir, real) == NULL)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *) real; *p; p++)
+	{
+		h ^= *p;
+		h *= 16777619u;
+	}
+	return h == 0 ? 1 : h;
+}
+
+/* Visit (and optionally remove) the /dev/shm entries of dir's cluster. */
+static int
+tu_posix_segments(const char *dir, bool remove)
+{
+	char prefix[64];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+	uint32_t id = tu_cluster_id(dir);
+
+	if (id == 0)
+		return 0;
+	snprintf(prefix, sizeof prefix, "dsmkit.%08x.", id);
+	d = opendir("/dev/shm");
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+	{
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		n++;
+		if (remove)
+		{
+			char name[300];
+
+			snprintf(name, sizeof name, "/%s", de->d_name);
+			fprintf(stderr, "sweep: removing POSIX segment %s\n", name);
+			shm_unlink(name);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+/* Visit (and optionally remove) the System V segments carrying dir's cluster tag. */
+static int
+tu_sysv_segments(const char *dir, bool remove)
+{
+	FILE *f;
+	char line[512];
+	int n = 0;
+	uint32_t id = tu_cluster_id(dir);
+	uint32_t tag;
+
+	if (id == 0)
+		return 0;
+	tag = ((id >> 16) ^ (id & 0xffff)) & 0xffff;
+	f = fopen("/proc/sysvipc/shm", "r");
+	if (f == NULL)
+		return 0;
+	if (fgets(line, sizeof line, f) == NULL) /* header */
+	{
+		fclose(f);
+		return 0;
+	}
+	while (fgets(line, sizeof line, f) != NULL)
+	{
+		long long key;
+		int shmid;
+
+		if (sscanf(line, "%lld %d", &key, &shmid) != 2)
+			continue;
+		if (((uint32_t) key >> 16) != tag || (uint32_t) key == 0)
+			continue;
+		n++;
+		if (remove)
+		{
+			fprintf(stderr, "sweep: removing System V segment key 0x%08x\n", (unsigned) key);
+			shmctl(shmid, IPC_RMID, NULL);
+		}
+	}
+	fclose(f);
+	return n;
+}
+
+int
+tu_count_posix_segments(const char *dir)
+{
+	return tu_posix_segments(dir, false);
+}
+
+int
+tu_count_sysv_segments(const char *dir)
+{
+	return tu_sysv_segments(dir, false);
+}
+
+int
+tu_count_dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+int
+tu_sweep_cluster(const char *dir)
+{
+	int n = tu_posix_segments(dir, true) + tu_sysv_segments(dir, true);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (d != NULL)
+	{
+		while ((de = readdir(d)) != NULL)
+		{
+			char path[PATH_MAX + 256];
+
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+			fprintf(stderr, "sweep: removing file %s\n", path);
+			unlink(path);
+			n++;
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+	return n;
+}
+
+static int capture_saved_fd = -1;
+static FILE *capture_file;
+
+void
+tu_capture_stderr_begin(void)
+{
+	ck_assert(capture_saved_fd < 0);
+	fflush(stderr);
+	capture_file = tmpfile();
+	ck_assert(capture_file != NULL);
+	capture_saved_fd = dup(2);
+	ck_assert(capture_saved_fd >= 0);
+	ck_assert(dup2(fileno(capture_file), 2) == 2);
+}
+
+char *
+tu_capture_stderr_end(void)
+{
+	long len;
+	char *buf;
+
+	ck_assert(capture_saved_fd >= 0);
+	fflush(stderr);
+	ck_assert(dup2(capture_saved_fd, 2) == 2);
+	close(capture_saved_fd);
+	capture_saved_fd = -1;
+	len = ftell(capture_file);
+	ck_assert(len >= 0);
+	buf = malloc(len + 1);
+	ck_assert(buf != NULL);
+	rewind(capture_file);
+	ck_assert(fread(buf, 1, len, capture_file) == (size_t) len);
+	buf[len] = '\0';
+	fclose(capture_file);
+	capture_file = NULL;
+	return buf;
+}
+
+void
+tu_pipe_open(tu_pipe *p)
+{
+	int fds[2];
+
+	ck_assert(pipe2(fds, O_CLOEXEC) == 0);
+	p->rd = fds[0];
+	p->wr = fds[1];
+}
+
+void
+tu_pipe_close(tu_pipe *p)
+{
+	if (p->rd >= 0)
+		close(p->rd);
+	if (p->wr >= 0)
+		close(p->wr);
+	p->rd = p->wr = -1;
+}
+
+void
+tu_pipe_send(tu_pipe *p, uint32_t value)
+{
+	ssize_t n;
+
+	do
+		n = write(p->wr, &value, sizeof value);
+	while (n < 0 && errno == EINTR);
+	ck_assert_int_eq(n, sizeof value);
+}
+
+uint32_t
+tu_pipe_recv(tu_pipe *p)
+{
+	struct pollfd pfd = {.fd = p->rd, .events = POLLIN};
+	uint32_t value = 0;
+	ssize_t n;
+	int r;
+
+	do
+		r = poll(&pfd, 1, 10000);
+	while (r < 0 && errno == EINTR);
+	ck_assert_msg(r == 1, "timed out waiting on a pipe");
+	do
+		n = read(p->rd, &value, sizeof value);
+	while (n < 0 && errno == EINTR);
+	ck_assert_msg(n == sizeof value, "short read on a pipe (%zd): the peer died?", n);
+	return value;
+}
+
+pid_t
+tu_fork(void (*fn)(void *arg), void *arg)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	ck_assert(pid >= 0);
+	if (pid == 0)
+	{
+		fn(arg);
+		_exit(0);
+	}
+	return pid;
+}
+
+int
+tu_wait_child(pid_t pid)
+{
+	int status;
+	pid_t r;
+
+	do
+		r = waitpid(pid, &status, 0);
+	while (r < 0 && errno == EINTR);
+	ck_assert_int_eq(r, pid);
+	return status;
+}
+
+int
+tu_wait_exit_code(pid_t pid)
+{
+	int status = tu_wait_child(pid);
+
+	ck_assert_msg(WIFEXITED(status), "child %d did not exit normally (status 0x%x)", (int) pid,
+				  status);
+	return WEXITSTATUS(status);
+}
+
+const char *
+tu_builddir_path(const char *relative)
+{
+	static char path[PATH_MAX];
+	const char *top = getenv("top_builddir");
+
+	snprintf(path, sizeof path, "%s/%s", top ? top : ".", relative);
+	return path;
+}
+
+TCase *
+tu_tcase(const char *name, double timeout_seconds)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, timeout_seconds);
+	return tc;
+}
+
+int
+tu_run_suite(Suite *suite)
+{
+	SRunner *sr = srunner_create(suite);
+	int failed;
+	int swept = 0;
+	char pattern[64];
+	DIR *d;
+	struct dirent *de;
+
+	runner_pid = getpid();
+	srunner_set_fork_status(sr, CK_FORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+
+	/* The sweep: every cluster directory this run made must be gone. */
+	snprintf(pattern, sizeof pattern, "dsmkit-test.%d.", (int) runner_pid);
+	d = opendir("/tmp");
+	if (d != NULL)
+	{
+		while ((de = readdir(d)) != NULL)
+		{
+			char path[PATH_MAX];
+
+			if (strncmp(de->d_name, pattern, strlen(pattern)) != 0)
+				continue;
+			snprintf(path, sizeof path, "/tmp/%s", de->d_name);
+			fprintf(stderr, "sweep: cluster directory %s was left behind\n", path);
+			swept += 1 + tu_sweep_cluster(path);
+		}
+		closedir(d);
+	}
+	if (swept > 0)
+		fprintf(stderr, "sweep: removed %d leftovers: a test leaked (or failed before cleaning up)\n",
+				swept);
+	return (failed == 0 && swept == 0) ? EXIT_SUCCESS : EXIT_FAILURE;
+}

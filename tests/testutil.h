@@ -1,0 +1,99 @@
+/*
+ * testutil.h: helpers shared by the dsmkit check suites.
+ *
+ * Leak checking (talloc's CHECK_BLOCKS, extended to the OS):
+ *   tu_leak_baseline() at the start of a test records the talloc block
+ *   count; tu_assert_no_leaks() at the end asserts that it is back, that no
+ *   POSIX segment, System V segment or file of the test's cluster
+ *   directories remains, and that the test created no extra file
+ *   descriptors.  TU_TEST_BEGIN/TU_TEST_END wrap both.
+ *
+ * Clusters: tu_cluster_dir() makes a fresh directory
+ *   /tmp/dsmkit-test.<runner pid>.XXXXXX; every such directory is checked and
+ *   removed by tu_run_suite() when the suite ends (the sweep), which fails
+ *   the run if it had to remove anything: a failed check test exits with
+ *   _exit and cleans nothing, so the sweep keeps the machine clean and still
+ *   reports the leak.
+ */
+#ifndef DSMKIT_TESTUTIL_H
+#define DSMKIT_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <check.h>
+
+/* Record the talloc block count and the open descriptors now. */
+void tu_leak_baseline(void);
+/* Assert nothing leaked since tu_leak_baseline() (see above). */
+void tu_assert_no_leaks(void);
+
+#define TU_TEST_BEGIN() tu_leak_baseline()
+#define TU_TEST_END() tu_assert_no_leaks()
+
+/*
+ * A new, empty cluster directory (an absolute path in a static pool; valid
+ * for the rest of the process).  Remembered for the leak checks.
+ */
+const char *tu_cluster_dir(void);
+/* Remove a cluster directory made by tu_cluster_dir(); asserts it is empty. */
+void tu_remove_cluster_dir(const char *dir);
+
+/*
+ * Counts of what a cluster directory's cluster has in the system: entries
+ * in /dev/shm named dsmkit.<id>.*, System V segments whose key carries the
+ * cluster tag, and entries in the directory itself.
+ */
+int tu_count_posix_segments(const char *dir);
+int tu_count_sysv_segments(const char *dir);
+int tu_count_dir_entries(const char *dir);
+/* Remove everything of that cluster (sweep); returns how many things it removed. */
+int tu_sweep_cluster(const char *dir);
+
+/* Number of open file descriptors of this process. */
+int tu_count_fds(void);
+
+/*
+ * Stderr capture: everything written to fd 2 between begin and end is
+ * returned by end as a malloc'd string (free() it).
+ */
+void tu_capture_stderr_begin(void);
+char *tu_capture_stderr_end(void);
+
+/* Pipes for synchronising processes (never sleep). */
+typedef struct tu_pipe
+{
+	int rd;
+	int wr;
+} tu_pipe;
+void tu_pipe_open(tu_pipe *p);
+void tu_pipe_close(tu_pipe *p);
+/* Write one 32-bit value; read one (asserts a full read, with a 10 s poll timeout). */
+void tu_pipe_send(tu_pipe *p, uint32_t value);
+uint32_t tu_pipe_recv(tu_pipe *p);
+
+/*
+ * Fork a child that runs fn(arg) and then _exit(0) (or the exit path fn
+ * chooses); returns the child's pid.  tu_wait_child() waits for it and
+ * returns its raw wait status.
+ */
+pid_t tu_fork(void (*fn)(void *arg), void *arg);
+int tu_wait_child(pid_t pid);
+/* Exit code of a child that exited normally; asserts that it did. */
+int tu_wait_exit_code(pid_t pid);
+
+/* The path of a program built beside the tests (e.g. "tests/join_helper"). */
+const char *tu_builddir_path(const char *relative);
+
+/* A test case with an explicit timeout (check's default is 4 s). */
+TCase *tu_tcase(const char *name, double timeout_seconds);
+
+/*
+ * Run a suite in check's fork mode, then sweep this run's cluster
+ * directories, print what the sweep removed, and return the process exit
+ * status: 0 only if every test passed and the sweep found nothing.
+ */
+int tu_run_suite(Suite *suite);
+
+#endif /* DSMKIT_TESTUTIL_H */
