@@ -2,9 +2,9 @@
 # Each program prints, per workload, the median ns/op of >= 5 repetitions, the
 # floor measured in the same run (raw system calls or malloc), and the ratio,
 # and appends rows to bench/results.tsv.
-BENCH_PROGRAMS = bench/bench_mcxt bench/bench_resowner bench/bench_dsm
-EXTRA_PROGRAMS = $(BENCH_PROGRAMS)
-CLEANFILES += $(BENCH_PROGRAMS) bench/results.tsv
+DSMKIT_BENCHES = bench/bench_mcxt bench/bench_resowner bench/bench_dsm
+EXTRA_PROGRAMS = $(DSMKIT_BENCHES)
+CLEANFILES += $(DSMKIT_BENCHES) bench/results.tsv
 
 BENCH_CFLAGS = $(AM_CFLAGS) $(TALLOC_CFLAGS) -O2
 BENCH_LDADD = libdsmkit.la $(TALLOC_LIBS)
@@ -19,8 +19,8 @@ bench_bench_dsm_CFLAGS = $(BENCH_CFLAGS)
 bench_bench_dsm_LDADD = $(BENCH_LDADD)
 
 .PHONY: bench
-bench: $(BENCH_PROGRAMS)
+bench: $(DSMKIT_BENCHES)
 	@mkdir -p bench; rm -f bench/results.tsv
 	@printf 'workload\tns_per_op\tfloor_ns_per_op\tratio\n' > bench/results.tsv
-	@for b in $(BENCH_PROGRAMS); do ./$$b bench/results.tsv || exit 1; done
+	@for b in $(DSMKIT_BENCHES); do ./$$b bench/results.tsv || exit 1; done
 	@echo "results in bench/results.tsv"
