@@ -1,2 +1,20 @@
 #!/bin/sh
-exit 77
+# check-exports.sh: the shared library exports exactly the public API.
+# Compares the dynamic symbols libdsmkit.so defines with tests/exports.txt
+# (sorted); regenerate that list deliberately when the API changes:
+#   nm -D --defined-only .libs/libdsmkit.so | awk '{print $3}' | grep -v '^_' | sort > tests/exports.txt
+set -eu
+: "${top_srcdir:=.}" "${top_builddir:=.}" "${NM:=nm}"
+lib="$top_builddir/.libs/libdsmkit.so"
+if [ ! -f "$lib" ]; then
+	echo "no shared library at $lib (built with --disable-shared?)" >&2
+	exit 77
+fi
+actual=$(mktemp)
+trap 'rm -f "$actual"' EXIT
+"$NM" -D --defined-only "$lib" | awk '{print $3}' | grep -v '^_' | LC_ALL=C sort > "$actual"
+if ! diff -u "$top_srcdir/tests/exports.txt" "$actual"; then
+	echo "exported symbols differ from tests/exports.txt (- expected, + actual)" >&2
+	exit 1
+fi
+echo "exports: $(wc -l < "$actual") symbols, as listed"

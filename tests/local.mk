@@ -59,3 +59,18 @@ AM_TESTS_ENVIRONMENT = \
 	TALLOC_CFLAGS='$(TALLOC_CFLAGS)'; export TALLOC_CFLAGS; \
 	DSMKIT_TEST_PREFIX='dsmkit-test'; export DSMKIT_TEST_PREFIX;
 endif
+
+EXTRA_DIST += tests/installcheck.sh tests/installcheck/prog.c
+
+# The suites under valgrind (the README's test command runs it).  Forked test
+# children are followed; any memory error or definite leak fails the test.
+.PHONY: check-valgrind
+check-valgrind: $(check_PROGRAMS)
+	@for t in $(SUITES); do \
+		echo "valgrind: $$t"; \
+		CK_TIMEOUT_MULTIPLIER=20 DSMKIT_UNDER_VALGRIND=1 $(LIBTOOL) --mode=execute \
+			valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			--show-leak-kinds=definite ./$$t > $$t.valgrind.log 2>&1 \
+			|| { tail -n 80 $$t.valgrind.log; exit 1; }; \
+		grep -E "^[0-9]+%: Checks" $$t.valgrind.log || true; \
+	done
