@@ -1,2 +1,1833 @@
-/* dsm.c: placeholder, being written. */
-#include "dsmkit_int.h"
+/*
+ * dsm.c: dynamic shared memory segments with reference counts, resource
+ * owner lifetimes and a shared control segment.
+ *
+ * Lifetime model.  A segment lives while its control slot has a reference
+ * count of 2 or more: one reference per process that maps it, one for a
+ * pin, plus one that keeps the count from reaching 1 until the last
+ * reference goes.  The process that lowers the count to 1 destroys the
+ * operating-system segment and then frees the slot (count 0).  A mapping
+ * (a dsm_segment in this process) belongs to the resource owner that was
+ * current when it was made, or to the session when that was NULL or after
+ * dsm_keep_mapping(); session mappings are detached by an exit hook.
+ *
+ * O(1) lookups.  A handle carries its slot index in its low bits and the
+ * slot's generation (bumped at every reuse) in its high bits, so attaching
+ * by handle touches one slot, and this process's mapping of a slot is found
+ * in a process-local array indexed by slot.  The cost does not depend on
+ * how many segments exist.
+ *
+ * The control segment's layout and its crash-safety protocol are described
+ * in dsm_int.h.
+ */
+#define _GNU_SOURCE
+#include "dsm_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dsmkit/elog.h>
+#include <dsmkit/ipc.h>
+#include <dsmkit/memutils.h>
+#include <dsmkit/resowner.h>
+
+#include "injection.h"
+
+/* Process-local: a registered detach callback (a LIFO stack per mapping). */
+typedef struct dsm_detach_callback
+{
+	on_dsm_detach_callback function;   /* called with (seg, arg) */
+	Datum arg;                         /* its argument */
+	struct dsm_detach_callback *next;  /* the one registered before it */
+} dsm_detach_callback;
+
+/* Process-local: this process's mapping of one segment. */
+struct dsm_segment
+{
+	dsm_segment *prev;                 /* neighbours in the list of all mappings */
+	dsm_segment *next;
+	ResourceOwner resowner;            /* owner that remembers it, NULL for session lifetime */
+	dsm_handle handle;                 /* the segment's handle */
+	uint32_t control_slot;             /* its slot, DSM_NO_SLOT once the reference is dropped */
+	void *impl_private;                /* dsm_impl_op() private data */
+	void *mapped_address;              /* mapping, or NULL */
+	size_t mapped_size;                /* bytes mapped */
+	dsm_detach_callback *callbacks;    /* most recently registered first */
+};
+
+/* Process-local state shared with supervisor.c (see dsm_int.h). */
+DsmkitRole dsm_role = DSMKIT_ROLE_NONE;
+int dsm_backend_index = -1;
+dsm_control_header *dsm_control = NULL;
+dsm_handle dsm_control_handle = DSM_HANDLE_INVALID;
+size_t dsm_control_mapped_size = 0;
+void *dsm_control_impl_private = NULL;
+const char *dsm_cluster_directory = NULL;
+
+/* Process-local: every mapping of this process (for dsm_detach_all), and the same by slot. */
+static dsm_segment *dsm_mappings_head = NULL;
+static dsm_segment **dsm_mappings_by_slot = NULL;
+static uint32_t dsm_mappings_nslots = 0;
+
+/* Process-local: a repair happened under the lock; logged once the lock is released. */
+static int dsm_repair_pending_backend = INT32_MIN;
+static uint32_t dsm_repair_pending_op = 0;
+
+static void dsm_resowner_release(Datum res);
+static char *dsm_resowner_print(Datum res);
+
+/* How the resource owner module knows a mapping. */
+static const ResourceOwnerDesc dsm_resowner_desc = {
+	.name = "dynamic shared memory segment",
+	.release_phase = RESOURCE_RELEASE_BEFORE_LOCKS,
+	.release_priority = RELEASE_PRIO_DSMS,
+	.ReleaseResource = dsm_resowner_release,
+	.DebugPrint = dsm_resowner_print,
+};
+
+/* ---------------------------------------------------------------------
+ * Control segment geometry and sanity
+ * ---------------------------------------------------------------------
+ */
+
+static size_t
+align8(size_t n)
+{
+	return (n + 7) & ~(size_t) 7;
+}
+
+/*
+ * The number of low handle bits used for the slot index: the smallest b
+ * with 2^b - 1 >= maxitems, so that every slot index is below the all-ones
+ * value, which the control segment's own handle uses.  Never fails.
+ */
+uint32_t
+dsm_control_slot_bits(uint32_t maxitems)
+{
+	uint32_t bits = 1;
+
+	while (((1u << bits) - 1) < maxitems)
+		bits++;
+	return bits;
+}
+
+static uint32_t
+dsm_bitmap_words(uint32_t maxitems)
+{
+	return (maxitems + 31) / 32;
+}
+
+/*
+ * Bytes needed by a control segment for maxitems slots and max_backends
+ * backends (the caller has checked both against the limits).  Never fails.
+ */
+size_t
+dsm_control_bytes_needed(uint32_t maxitems, uint32_t max_backends)
+{
+	size_t size = align8(sizeof(dsm_control_header));
+
+	size += align8((size_t) maxitems * sizeof(dsm_control_item));
+	size += align8((size_t) max_backends * sizeof(dsm_control_backend));
+	size += (size_t) max_backends * dsm_bitmap_words(maxitems) * sizeof(uint32_t);
+	return size;
+}
+
+/*
+ * Lay out and initialise a new control segment of size bytes (zero-filled
+ * by the system), with a robust process-shared mutex and every slot on the
+ * free list.  The magic number is written last, so a segment whose creator
+ * died half-way never looks sane.  Only the supervisor calls this, before
+ * any backend exists.  Raises ERROR if the mutex cannot be initialised.
+ */
+void
+dsm_control_init(dsm_control_header *control, size_t size, uint32_t maxitems,
+				 uint32_t max_backends, uint32_t cluster_id, uint32_t impl)
+{
+	pthread_mutexattr_t attr;
+	dsm_control_item *items;
+	int rc;
+
+	control->version = DSM_CONTROL_VERSION;
+	control->total_size = size;
+	control->maxitems = maxitems;
+	control->max_backends = max_backends;
+	control->slot_bits = dsm_control_slot_bits(maxitems);
+	control->bitmap_words = dsm_bitmap_words(maxitems);
+	control->item_offset = (uint32_t) align8(sizeof(dsm_control_header));
+	control->backend_offset =
+		(uint32_t) (control->item_offset + align8((size_t) maxitems * sizeof(dsm_control_item)));
+	control->refs_offset = (uint32_t) (control->backend_offset +
+									   align8((size_t) max_backends * sizeof(dsm_control_backend)));
+	control->cluster_id = cluster_id;
+	control->impl = impl;
+	control->supervisor_pid = (int32_t) getpid();
+	control->supervisor_start_time = dsm_process_start_time(getpid());
+	control->intent.op = DSM_INTENT_NONE;
+	control->intent.nundo = 0;
+
+	items = dsm_control_items(control);
+	for (uint32_t i = 0; i < maxitems; i++)
+	{
+		items[i].refcnt = 0;
+		items[i].busy = DSM_BUSY_NONE;
+		items[i].generation = 0;
+		items[i].next_free = (i + 1 < maxitems) ? i + 1 : DSM_NO_SLOT;
+	}
+	control->freelist_head = 0;
+	control->nfree = maxitems;
+
+	if ((rc = pthread_mutexattr_init(&attr)) != 0 ||
+		(rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
+		(rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
+		(rc = pthread_mutex_init(&control->lock, &attr)) != 0)
+	{
+		errno = rc;
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not initialize the dynamic shared memory control lock: %m"));
+	}
+	pthread_mutexattr_destroy(&attr);
+	__atomic_store_n(&control->magic, DSM_CONTROL_MAGIC, __ATOMIC_RELEASE);
+}
+
+dsm_control_item *
+dsm_control_items(dsm_control_header *control)
+{
+	return (dsm_control_item *) ((char *) control + control->item_offset);
+}
+
+dsm_control_backend *
+dsm_control_backends(dsm_control_header *control)
+{
+	return (dsm_control_backend *) ((char *) control + control->backend_offset);
+}
+
+static uint32_t *
+dsm_control_bitmap(dsm_control_header *control, int backend)
+{
+	return (uint32_t *) ((char *) control + control->refs_offset) +
+		(size_t) backend * control->bitmap_words;
+}
+
+/*
+ * Decide whether a mapped control segment can be trusted: it is big
+ * enough to read the header, has our magic and layout version, its
+ * dimensions are within limits and every offset and size agrees with what
+ * dsm_control_bytes_needed() computes for them.  Never fails.
+ */
+bool
+dsm_control_segment_sane(const dsm_control_header *control, size_t mapped_size)
+{
+	size_t needed;
+
+	if (control == NULL || mapped_size < sizeof(dsm_control_header))
+		return false;
+	if (control->magic != DSM_CONTROL_MAGIC || control->version != DSM_CONTROL_VERSION)
+		return false;
+	if (control->maxitems == 0 || control->maxitems > DSM_MAX_SEGMENTS_LIMIT ||
+		control->max_backends == 0 || control->max_backends > DSM_MAX_BACKENDS_LIMIT)
+		return false;
+	needed = dsm_control_bytes_needed(control->maxitems, control->max_backends);
+	if (control->total_size != needed || needed > mapped_size)
+		return false;
+	if (control->slot_bits != dsm_control_slot_bits(control->maxitems) ||
+		control->bitmap_words != dsm_bitmap_words(control->maxitems))
+		return false;
+	if (control->item_offset != align8(sizeof(dsm_control_header)) ||
+		control->backend_offset !=
+			control->item_offset + align8((size_t) control->maxitems * sizeof(dsm_control_item)) ||
+		control->refs_offset !=
+			control->backend_offset +
+				align8((size_t) control->max_backends * sizeof(dsm_control_backend)))
+		return false;
+	if (control->nfree > control->maxitems ||
+		(control->freelist_head != DSM_NO_SLOT && control->freelist_head >= control->maxitems))
+		return false;
+	if (control->intent.nundo > DSM_UNDO_MAX)
+		return false;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * The lock and the undo log (see dsm_int.h for the protocol)
+ * ---------------------------------------------------------------------
+ */
+
+/* Keep the compiler from moving stores across this point (what a dying process wrote, stays). */
+#define dsm_store_barrier() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+/* Start an update of kind op; the caller holds the lock. */
+static void
+dsm_ctl_begin(uint32_t op)
+{
+	dsm_control->intent.backend = dsm_backend_index;
+	dsm_control->intent.op = op;
+	dsm_store_barrier();
+}
+
+/*
+ * Change one field of the control segment (the caller holds the lock and
+ * has begun an update): record its old value in the undo log, then store
+ * the new one.  Aborts the process if the log is full, a programming error
+ * that would otherwise make the segment unrepairable.
+ */
+static void
+dsm_ctl_write(void *field, uint32_t width, uint64_t value)
+{
+	dsm_control_intent *intent = &dsm_control->intent;
+	dsm_control_undo *u;
+	uint32_t n = intent->nundo;
+
+	if (NEVER(n >= DSM_UNDO_MAX))
+		abort();
+	u = &intent->undo[n];
+	u->offset = (uint32_t) ((char *) field - (char *) dsm_control);
+	u->width = width;
+	u->old = (width == 8) ? *(volatile uint64_t *) field : *(volatile uint32_t *) field;
+	dsm_store_barrier();
+	intent->nundo = n + 1;
+	dsm_store_barrier();
+	if (width == 8)
+		*(volatile uint64_t *) field = value;
+	else
+		*(volatile uint32_t *) field = (uint32_t) value;
+	dsm_store_barrier();
+}
+
+#define CTL_SET32(field, value) dsm_ctl_write(&(field), 4, (uint32_t) (value))
+#define CTL_SET64(field, value) dsm_ctl_write(&(field), 8, (uint64_t) (value))
+
+/* Make the update permanent: empty the undo log. */
+static void
+dsm_ctl_commit(void)
+{
+	dsm_store_barrier();
+	dsm_control->intent.nundo = 0;
+	dsm_store_barrier();
+	dsm_control->intent.op = DSM_INTENT_NONE;
+}
+
+/*
+ * Roll back the update a dead lock holder left half done, by applying its
+ * undo log backwards.  Entries whose offset lies outside the segment are
+ * skipped (a sane header bounds them anyway).  Called with the lock held,
+ * after EOWNERDEAD.  Never fails.
+ */
+static void
+dsm_control_repair(dsm_control_header *control)
+{
+	dsm_control_intent *intent = &control->intent;
+	uint32_t n = intent->nundo;
+
+	if (n > DSM_UNDO_MAX)
+		n = DSM_UNDO_MAX;
+	while (n-- > 0)
+	{
+		dsm_control_undo *u = &intent->undo[n];
+		char *field = (char *) control + u->offset;
+
+		if ((uint64_t) u->offset + u->width > control->total_size)
+			continue;
+		if (u->width == 8)
+			*(volatile uint64_t *) field = u->old;
+		else if (u->width == 4)
+			*(volatile uint32_t *) field = (uint32_t) u->old;
+	}
+	dsm_store_barrier();
+	intent->nundo = 0;
+	intent->op = DSM_INTENT_NONE;
+	control->repairs++;
+}
+
+/*
+ * Take the control lock.  If the previous holder died, roll back its
+ * unfinished update and make the mutex consistent again, so that no
+ * process ever waits for a dead one.  Returns true with the lock held; on
+ * failure (which needs a corrupted mutex) reports at elevel and returns
+ * false.  elevel must be below ERROR when the caller must not raise.
+ */
+bool
+dsm_control_lock(int elevel)
+{
+	int rc;
+
+	Assert(dsm_control != NULL);
+	rc = pthread_mutex_lock(&dsm_control->lock);
+	if (rc == EOWNERDEAD)
+	{
+		dsm_repair_pending_backend = dsm_control->intent.backend;
+		dsm_repair_pending_op = dsm_control->intent.op;
+		dsm_control_repair(dsm_control);
+		rc = pthread_mutex_consistent(&dsm_control->lock);
+	}
+	if (rc != 0)
+	{
+		errno = rc;
+		ereport(elevel, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not lock the dynamic shared memory control segment: %m"));
+		return false;
+	}
+	(void) INJECTION_POINT("dsm-control-locked");
+	return true;
+}
+
+/* Release the control lock, then log a repair made while taking it.  Never fails. */
+void
+dsm_control_unlock(void)
+{
+	pthread_mutex_unlock(&dsm_control->lock);
+	if (dsm_repair_pending_backend != INT32_MIN)
+	{
+		int backend = dsm_repair_pending_backend;
+		uint32_t op = dsm_repair_pending_op;
+
+		dsm_repair_pending_backend = INT32_MIN;
+		ereport(LOG, errmsg("repaired the dynamic shared memory control segment after its lock holder died"),
+				errdetail("The holder was backend %d; its unfinished update (kind %u) was rolled back.",
+						  backend, op));
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Slot helpers (caller holds the lock and has begun an update)
+ * ---------------------------------------------------------------------
+ */
+
+static uint32_t
+dsm_handle_slot(dsm_handle h)
+{
+	return h & ((1u << dsm_control->slot_bits) - 1);
+}
+
+/* Take a slot off the free list; DSM_NO_SLOT if there is none. */
+static uint32_t
+dsm_ctl_pop_free(void)
+{
+	uint32_t slot = dsm_control->freelist_head;
+	dsm_control_item *item;
+
+	if (slot == DSM_NO_SLOT || NEVER(slot >= dsm_control->maxitems))
+		return DSM_NO_SLOT;
+	item = &dsm_control_items(dsm_control)[slot];
+	CTL_SET32(dsm_control->freelist_head, item->next_free);
+	CTL_SET32(dsm_control->nfree, dsm_control->nfree - 1);
+	CTL_SET32(item->next_free, DSM_NO_SLOT);
+	return slot;
+}
+
+/* Mark a slot free and put it on the free list. */
+static void
+dsm_ctl_free_slot(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+	CTL_SET32(item->refcnt, 0);
+	CTL_SET32(item->pinned, 0);
+	CTL_SET32(item->busy, DSM_BUSY_NONE);
+	CTL_SET32(item->next_free, dsm_control->freelist_head);
+	CTL_SET32(dsm_control->freelist_head, slot);
+	CTL_SET32(dsm_control->nfree, dsm_control->nfree + 1);
+}
+
+/* Give slot a new generation and the handle that goes with it. */
+static void
+dsm_ctl_new_generation(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	uint32_t genbits = 32 - dsm_control->slot_bits;
+	uint32_t genmask = genbits >= 32 ? UINT32_MAX : ((1u << genbits) - 1);
+	uint32_t gen = (item->generation + 1) & genmask;
+
+	if (gen == 0)
+		gen = 1; /* keeps every handle nonzero, even slot 0's */
+	CTL_SET32(item->generation, gen);
+	CTL_SET32(item->handle, (gen << dsm_control->slot_bits) | slot);
+}
+
+/* Set or clear bit slot in backend's reference bitmap, keeping nrefs. */
+static void
+dsm_ctl_set_ref(int backend, uint32_t slot, bool on)
+{
+	uint32_t *word = &dsm_control_bitmap(dsm_control, backend)[slot / 32];
+	uint32_t bit = 1u << (slot % 32);
+	dsm_control_backend *b = &dsm_control_backends(dsm_control)[backend];
+
+	if (on == ((*word & bit) != 0))
+		return;
+	CTL_SET32(*word, on ? (*word | bit) : (*word & ~bit));
+	CTL_SET32(b->nrefs, on ? b->nrefs + 1 : b->nrefs - 1);
+}
+
+static bool
+dsm_ref_is_set(dsm_control_header *control, int backend, uint32_t slot)
+{
+	return (dsm_control_bitmap(control, backend)[slot / 32] & (1u << (slot % 32))) != 0;
+}
+
+/*
+ * Destroy the operating-system segment of a moribund slot (refcnt 1, whose
+ * busy field names us), then free the slot.  If the destroy fails, the
+ * slot stays moribund with nobody busy on it, so that no one attaches it
+ * and the supervisor retries at shutdown.  Called without the lock.  Never
+ * raises: problems are reported at elevel (< ERROR).
+ */
+static void
+dsm_destroy_moribund(uint32_t slot, dsm_handle handle, int elevel)
+{
+	void *priv = NULL;
+	void *addr = NULL;
+	size_t size = 0;
+	bool ok;
+	dsm_control_item *item;
+
+	ok = dsm_impl_op(DSM_OP_DESTROY, handle, 0, &priv, &addr, &size, elevel);
+	if (!dsm_control_lock(WARNING))
+		return;
+	item = &dsm_control_items(dsm_control)[slot];
+	if (ALWAYS(item->handle == handle && item->refcnt == 1))
+	{
+		dsm_ctl_begin(DSM_INTENT_DETACH);
+		if (ok)
+			dsm_ctl_free_slot(slot);
+		else
+			CTL_SET32(item->busy, DSM_BUSY_NONE);
+		dsm_ctl_commit();
+	}
+	dsm_control_unlock();
+}
+
+/* ---------------------------------------------------------------------
+ * Process-local mapping table
+ * ---------------------------------------------------------------------
+ */
+
+static void
+dsm_local_link(dsm_segment *seg)
+{
+	seg->prev = NULL;
+	seg->next = dsm_mappings_head;
+	if (dsm_mappings_head != NULL)
+		dsm_mappings_head->prev = seg;
+	dsm_mappings_head = seg;
+	dsm_mappings_by_slot[seg->control_slot] = seg;
+}
+
+static void
+dsm_local_unlink(dsm_segment *seg, uint32_t slot)
+{
+	if (seg->prev != NULL)
+		seg->prev->next = seg->next;
+	else if (dsm_mappings_head == seg)
+		dsm_mappings_head = seg->next;
+	if (seg->next != NULL)
+		seg->next->prev = seg->prev;
+	seg->prev = seg->next = NULL;
+	if (slot < dsm_mappings_nslots && dsm_mappings_by_slot[slot] == seg)
+		dsm_mappings_by_slot[slot] = NULL;
+}
+
+/*
+ * Forget all process-local dsm state without touching shared memory: used
+ * in a child right after fork, which must not act on its parent's
+ * mappings, and after a joined backend detached its control segment.  The
+ * local tables are freed only if this process allocated them (a fork
+ * child's copies are just dropped: they belong to the parent's heap
+ * image, freed with TopMemoryContext if ever).  Never fails.
+ */
+void
+dsm_local_reset(void)
+{
+	dsm_mappings_head = NULL;
+	dsm_mappings_by_slot = NULL;
+	dsm_mappings_nslots = 0;
+	dsm_backend_index = -1;
+	dsm_role = DSMKIT_ROLE_NONE;
+	dsm_repair_pending_backend = INT32_MIN;
+}
+
+static void dsm_backend_shutdown(int code, Datum arg);
+
+/*
+ * Make this process backend index of the mapped control segment: allocate
+ * the by-slot table in TopMemoryContext and register the exit hook that
+ * detaches everything and gives the backend slot back.  The caller has
+ * already reserved (or been given) the backend slot.  ERROR on out of
+ * memory or a full exit-hook chain; the caller undoes its reservation.
+ */
+void
+dsm_backend_attach_local(int index, bool joined)
+{
+	dsm_segment **table;
+
+	table = MemoryContextAllocZero(TopMemoryContext,
+								   (size_t) dsm_control->maxitems * sizeof(dsm_segment *));
+	PG_TRY();
+	{
+		on_shmem_exit(dsm_backend_shutdown, BoolGetDatum(joined));
+	}
+	PG_CATCH();
+	{
+		pfree(table);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	dsm_mappings_by_slot = table;
+	dsm_mappings_nslots = dsm_control->maxitems;
+	dsm_mappings_head = NULL;
+	dsm_backend_index = index;
+	dsm_role = DSMKIT_ROLE_BACKEND;
+}
+
+/*
+ * The backend exit hook: detach every mapping, then give the backend slot
+ * back (a spawned backend marks it EXITED for the supervisor's reap; a
+ * joined one frees it and unmaps the control segment).  Never raises.
+ */
+static void
+dsm_backend_shutdown(int code, Datum arg)
+{
+	bool joined = DatumGetBool(arg);
+	int index = dsm_backend_index;
+
+	(void) code;
+	dsm_detach_all();
+	if (dsm_control != NULL && index >= 0 && dsm_control_lock(WARNING))
+	{
+		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
+
+		dsm_ctl_begin(DSM_INTENT_BACKEND);
+		if (b->nrefs == 0 && b->pid == (int32_t) getpid())
+			CTL_SET32(b->state, joined ? DSM_BACKEND_FREE : DSM_BACKEND_EXITED);
+		dsm_ctl_commit();
+		dsm_control_unlock();
+	}
+	if (dsm_mappings_by_slot != NULL)
+		pfree(dsm_mappings_by_slot);
+	dsm_local_reset();
+	if (joined && dsm_control != NULL)
+	{
+		void *addr = dsm_control;
+
+		dsm_impl_op(DSM_OP_DETACH, dsm_control_handle, 0, &dsm_control_impl_private, &addr,
+					&dsm_control_mapped_size, WARNING);
+		dsm_control = NULL;
+		dsm_control_handle = DSM_HANDLE_INVALID;
+		dsm_control_impl_private = NULL;
+		if (dsm_cluster_directory != NULL)
+			pfree((void *) dsm_cluster_directory);
+		dsm_cluster_directory = NULL;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Backend slots
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Reserve a free backend slot.  A joined backend (joined true) fills in
+ * its own pid and start time and is RUNNING at once; a slot for a backend
+ * the supervisor is about to fork is STARTING with pid 0.  Returns the
+ * index, or -1 if every slot is taken (or the lock failed, reported at
+ * WARNING).  The caller may raise ERROR afterwards; nothing is held.
+ */
+int
+dsm_backend_reserve(bool joined)
+{
+	dsm_control_backend *backends;
+	int found = -1;
+	pid_t me = getpid();
+	uint64_t start = joined ? dsm_process_start_time(me) : 0;
+
+	if (!dsm_control_lock(WARNING))
+		return -1;
+	backends = dsm_control_backends(dsm_control);
+	for (uint32_t i = 0; i < dsm_control->max_backends; i++)
+	{
+		if (backends[i].state != DSM_BACKEND_FREE)
+			continue;
+		dsm_ctl_begin(DSM_INTENT_BACKEND);
+		CTL_SET32(backends[i].pid, joined ? me : 0);
+		CTL_SET64(backends[i].start_time, start);
+		CTL_SET32(backends[i].joined, joined ? 1 : 0);
+		CTL_SET32(backends[i].state, joined ? DSM_BACKEND_RUNNING : DSM_BACKEND_STARTING);
+		dsm_ctl_commit();
+		found = (int) i;
+		break;
+	}
+	dsm_control_unlock();
+	return found;
+}
+
+/* Record the pid of a backend being spawned (the supervisor's half).  Never raises. */
+void
+dsm_backend_set_pid(int index, pid_t pid)
+{
+	if (!dsm_control_lock(WARNING))
+		return;
+	dsm_ctl_begin(DSM_INTENT_BACKEND);
+	CTL_SET32(dsm_control_backends(dsm_control)[index].pid, pid);
+	dsm_ctl_commit();
+	dsm_control_unlock();
+}
+
+/* The spawned child's half: pid, start time, RUNNING.  Never raises. */
+void
+dsm_backend_set_running(int index)
+{
+	dsm_control_backend *b;
+	pid_t me = getpid();
+	uint64_t start = dsm_process_start_time(me);
+
+	if (!dsm_control_lock(WARNING))
+		return;
+	b = &dsm_control_backends(dsm_control)[index];
+	dsm_ctl_begin(DSM_INTENT_BACKEND);
+	CTL_SET32(b->pid, me);
+	CTL_SET64(b->start_time, start);
+	CTL_SET32(b->state, DSM_BACKEND_RUNNING);
+	dsm_ctl_commit();
+	dsm_control_unlock();
+}
+
+/*
+ * Reclaim everything a backend that is gone left in the control segment:
+ * each reference it held is dropped (one commit per slot, so the undo log
+ * stays small), a segment left with no reference and no pin is destroyed
+ * and its slot freed, a segment it was creating or destroying is destroyed,
+ * and finally its backend slot is freed.  Called by the supervisor after
+ * the process is known dead (waitpid, or a failed liveness check).  Other
+ * backends go on meanwhile.  Returns the number of references dropped.
+ * Never raises.
+ */
+int
+dsm_backend_reclaim(int index)
+{
+	dsm_control_item *items;
+	uint32_t maxitems;
+	int dropped = 0;
+
+	if (dsm_control == NULL || index < 0 || (uint32_t) index >= dsm_control->max_backends)
+		return 0;
+	items = dsm_control_items(dsm_control);
+	maxitems = dsm_control->maxitems;
+	for (uint32_t slot = 0; slot < maxitems; slot++)
+	{
+		dsm_handle destroy = DSM_HANDLE_INVALID;
+
+		/* Cheap unlocked peek; re-checked under the lock. */
+		if (!dsm_ref_is_set(dsm_control, index, slot) &&
+			!(items[slot].refcnt == 1 && items[slot].busy == index))
+			continue;
+		if (!dsm_control_lock(WARNING))
+			return dropped;
+		dsm_ctl_begin(DSM_INTENT_RECLAIM);
+		if (dsm_ref_is_set(dsm_control, index, slot))
+		{
+			dsm_ctl_set_ref(index, slot, false);
+			if (dropped++ == 1)
+				(void) INJECTION_POINT("supervisor-reap-mid-reclaim");
+			if (ALWAYS(items[slot].refcnt >= 2))
+			{
+				CTL_SET32(items[slot].refcnt, items[slot].refcnt - 1);
+				if (items[slot].refcnt == 1)
+				{
+					CTL_SET32(items[slot].busy, DSM_BUSY_SUPERVISOR);
+					destroy = items[slot].handle;
+				}
+			}
+		}
+		else if (items[slot].refcnt == 1 && items[slot].busy == index)
+		{
+			CTL_SET32(items[slot].busy, DSM_BUSY_SUPERVISOR);
+			destroy = items[slot].handle;
+		}
+		dsm_ctl_commit();
+		dsm_control_unlock();
+		if (destroy != DSM_HANDLE_INVALID)
+		{
+			ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend",
+								   destroy));
+			/* It may not exist (a create that died before making it): report quietly. */
+			dsm_destroy_moribund(slot, destroy, DEBUG1);
+		}
+	}
+	if (dsm_control_lock(WARNING))
+	{
+		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
+
+		dsm_ctl_begin(DSM_INTENT_BACKEND);
+		if (b->nrefs == 0)
+		{
+			CTL_SET32(b->state, DSM_BACKEND_FREE);
+			CTL_SET32(b->pid, 0);
+			CTL_SET64(b->start_time, 0);
+		}
+		dsm_ctl_commit();
+		dsm_control_unlock();
+	}
+	return dropped;
+}
+
+/* ---------------------------------------------------------------------
+ * Process liveness
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The start time of process pid in clock ticks since boot (field 22 of
+ * /proc/<pid>/stat), which with the pid identifies a process even after
+ * its pid is reused.  Returns 0 if the process does not exist or /proc is
+ * unreadable.  Never raises.
+ */
+uint64_t
+dsm_process_start_time(pid_t pid)
+{
+	char path[64];
+	char buf[1024];
+	ssize_t n;
+	int fd;
+	char *p;
+	unsigned long long start = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	do
+		n = read(fd, buf, sizeof buf - 1);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields start after the last ')'. */
+	p = strrchr(buf, ')');
+	if (p == NULL)
+		return 0;
+	p++;
+	/* Fields 3..22 follow; skip 19 of them to reach field 22. */
+	for (int field = 3; field < 22; field++)
+	{
+		p = strchr(p + 1, ' ');
+		if (p == NULL)
+			return 0;
+	}
+	if (sscanf(p, " %llu", &start) != 1)
+		return 0;
+	return (uint64_t) start;
+}
+
+/*
+ * True if process pid exists and is not a zombie-reused impostor: when
+ * start_time is nonzero, its start time must match.  Never raises.
+ */
+bool
+dsm_process_alive(pid_t pid, uint64_t start_time)
+{
+	uint64_t now;
+
+	if (pid <= 0)
+		return false;
+	if (kill(pid, 0) != 0 && errno == ESRCH)
+		return false;
+	now = dsm_process_start_time(pid);
+	if (now == 0)
+		return false;
+	return start_time == 0 || now == start_time;
+}
+
+/* ---------------------------------------------------------------------
+ * The public API
+ * ---------------------------------------------------------------------
+ */
+
+/* ERROR unless this process is a backend (the supervisor and strangers are refused). */
+static void
+dsm_require_backend(const char *what)
+{
+	if (likely(dsm_role == DSMKIT_ROLE_BACKEND && dsm_control != NULL))
+		return;
+	if (dsm_role == DSMKIT_ROLE_SUPERVISOR)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("%s cannot be called in the supervisor", what),
+				errhint("Create and attach segments in backends started with supervisor_spawn_backend()."));
+	ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("%s called in a process that is not a backend", what),
+			errhint("Call backend_join() with the cluster directory first, or start the process with supervisor_spawn_backend()."));
+}
+
+/* Raise the errno an injection point asked for, as the failing call would. */
+static void
+dsm_injected_error(int e, const char *point)
+{
+	errno = e;
+	ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+			errmsg("could not create dynamic shared memory segment: %m"),
+			errdetail("Injection point \"%s\" failed the operation.", point));
+}
+
+/*
+ * Create a segment (see dsm.h).  Order: resource owner slot, descriptor,
+ * control slot (moribund, busy = us, so nobody attaches it), then the
+ * operating-system segment under the slot's handle, then publication with
+ * refcnt 2 and our reference bit.  Each failure undoes what came before,
+ * so nothing leaks.  Only backends may call it.
+ */
+dsm_segment *
+dsm_create(size_t size, int flags)
+{
+	dsm_segment *seg;
+	uint32_t slot;
+	volatile dsm_handle handle = DSM_HANDLE_INVALID;
+	dsm_control_item *item;
+	int e;
+
+	dsm_require_backend("dsm_create");
+	if (size == 0)
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("cannot create a dynamic shared memory segment of size 0"));
+	if (CurrentResourceOwner != NULL)
+		ResourceOwnerEnlarge(CurrentResourceOwner);
+	seg = MemoryContextAllocZero(TopMemoryContext, sizeof(dsm_segment));
+	seg->control_slot = DSM_NO_SLOT;
+
+	if ((e = INJECTION_POINT("dsm-create-before-slot")) != 0)
+	{
+		pfree(seg);
+		dsm_injected_error(e, "dsm-create-before-slot");
+	}
+
+	/* Reserve a slot, moribund and busy until the segment exists. */
+	if (!dsm_control_lock(WARNING))
+	{
+		pfree(seg);
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not lock the dynamic shared memory control segment"));
+	}
+	dsm_ctl_begin(DSM_INTENT_CREATE);
+	slot = dsm_ctl_pop_free();
+	if (slot != DSM_NO_SLOT)
+	{
+		item = &dsm_control_items(dsm_control)[slot];
+		dsm_ctl_new_generation(slot);
+		CTL_SET32(item->refcnt, 1);
+		CTL_SET32(item->pinned, 0);
+		CTL_SET32(item->busy, dsm_backend_index);
+		CTL_SET64(item->size, size);
+		CTL_SET64(item->ctime, (uint64_t) time(NULL));
+		handle = item->handle;
+	}
+	dsm_ctl_commit();
+	dsm_control_unlock();
+	if (slot == DSM_NO_SLOT)
+	{
+		pfree(seg);
+		if (flags & DSM_CREATE_NULL_IF_MAXSEGMENTS)
+			return NULL;
+		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				errmsg("too many dynamic shared memory segments"),
+				errdetail("All %u segment slots of the control segment are in use.",
+						  dsm_control->maxitems),
+				errhint("Raise max_segments in the supervisor's configuration, or detach segments sooner."));
+	}
+	seg->control_slot = slot;
+
+	PG_TRY();
+	{
+		int attempts = 0;
+
+		if ((e = INJECTION_POINT("dsm-create-after-slot")) != 0)
+			dsm_injected_error(e, "dsm-create-after-slot");
+		/* EEXIST (a leftover, or a System V key collision): new generation, new handle. */
+		while (!dsm_impl_op(DSM_OP_CREATE, handle, size, &seg->impl_private, &seg->mapped_address,
+							&seg->mapped_size, ERROR))
+		{
+			if (++attempts > 1000)
+				ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+						errmsg("could not find a free name for a dynamic shared memory segment"),
+						errdetail("1000 handles were taken already."));
+			if (!dsm_control_lock(WARNING))
+				ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+						errmsg("could not lock the dynamic shared memory control segment"));
+			dsm_ctl_begin(DSM_INTENT_CREATE);
+			dsm_ctl_new_generation(slot);
+			handle = dsm_control_items(dsm_control)[slot].handle;
+			dsm_ctl_commit();
+			dsm_control_unlock();
+		}
+	}
+	PG_CATCH();
+	{
+		/* The operating-system segment was not made (dsm_impl_op undoes its own half). */
+		if (dsm_control_lock(WARNING))
+		{
+			dsm_ctl_begin(DSM_INTENT_CREATE);
+			dsm_ctl_free_slot(slot);
+			dsm_ctl_commit();
+			dsm_control_unlock();
+		}
+		pfree(seg);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	/* Publish: active, with our reference. */
+	seg->handle = handle;
+	if (dsm_control_lock(WARNING))
+	{
+		item = &dsm_control_items(dsm_control)[slot];
+		dsm_ctl_begin(DSM_INTENT_CREATE);
+		CTL_SET32(item->refcnt, 2);
+		CTL_SET32(item->busy, DSM_BUSY_NONE);
+		dsm_ctl_set_ref(dsm_backend_index, slot, true);
+		dsm_ctl_commit();
+		dsm_control_unlock();
+	}
+	dsm_local_link(seg);
+	if (CurrentResourceOwner != NULL)
+	{
+		seg->resowner = CurrentResourceOwner;
+		ResourceOwnerRemember(CurrentResourceOwner, PointerGetDatum(seg), &dsm_resowner_desc);
+	}
+	return seg;
+}
+
+/*
+ * Map an existing segment (see dsm.h).  The handle names its slot, so this
+ * looks at one slot, whatever the number of segments.  Only backends may
+ * call it.
+ */
+dsm_segment *
+dsm_attach(dsm_handle h)
+{
+	dsm_segment *seg;
+	dsm_segment *existing;
+	dsm_control_item *item;
+	uint32_t slot;
+	bool found = false;
+
+	dsm_require_backend("dsm_attach");
+	if (h == DSM_HANDLE_INVALID)
+		return NULL;
+	slot = dsm_handle_slot(h);
+	if (slot >= dsm_control->maxitems)
+		return NULL;
+	existing = dsm_mappings_by_slot[slot];
+	if (existing != NULL)
+	{
+		if (existing->handle == h)
+			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("dynamic shared memory segment %u is already attached", h),
+					errhint("Use dsm_find_mapping() to find an existing mapping."));
+		return NULL; /* the slot holds a newer segment: h was destroyed */
+	}
+	if (CurrentResourceOwner != NULL)
+		ResourceOwnerEnlarge(CurrentResourceOwner);
+	seg = MemoryContextAllocZero(TopMemoryContext, sizeof(dsm_segment));
+	seg->handle = h;
+	seg->control_slot = DSM_NO_SLOT;
+
+	if (!dsm_control_lock(WARNING))
+	{
+		pfree(seg);
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not lock the dynamic shared memory control segment"));
+	}
+	item = &dsm_control_items(dsm_control)[slot];
+	if (item->handle == h && item->refcnt >= 2)
+	{
+		dsm_ctl_begin(DSM_INTENT_ATTACH);
+		CTL_SET32(item->refcnt, item->refcnt + 1);
+		(void) INJECTION_POINT("dsm-attach-after-refcount");
+		dsm_ctl_set_ref(dsm_backend_index, slot, true);
+		dsm_ctl_commit();
+		found = true;
+	}
+	dsm_control_unlock();
+	if (!found)
+	{
+		/* Unknown, destroyed, or moribund (being created or destroyed). */
+		pfree(seg);
+		return NULL;
+	}
+	seg->control_slot = slot;
+	dsm_local_link(seg);
+
+	PG_TRY();
+	{
+		dsm_impl_op(DSM_OP_ATTACH, h, 0, &seg->impl_private, &seg->mapped_address,
+					&seg->mapped_size, ERROR);
+	}
+	PG_CATCH();
+	{
+		dsm_detach(seg);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (CurrentResourceOwner != NULL)
+	{
+		seg->resowner = CurrentResourceOwner;
+		ResourceOwnerRemember(CurrentResourceOwner, PointerGetDatum(seg), &dsm_resowner_desc);
+	}
+	return seg;
+}
+
+/*
+ * Detach (see dsm.h): callbacks (each popped before it is called), the
+ * owner forgets the mapping, unmap, then drop the reference; the process
+ * that drops the count to 1 destroys the segment.  Unmapping before the
+ * decrement guarantees that whoever sees the count reach 1 knows no
+ * mapping remains.  Never raises ERROR itself (a callback that raises
+ * propagates its error, having been removed).
+ */
+void
+dsm_detach(dsm_segment *seg)
+{
+	uint32_t slot = seg->control_slot;
+	dsm_handle destroy = DSM_HANDLE_INVALID;
+
+	while (seg->callbacks != NULL)
+	{
+		dsm_detach_callback *cb = seg->callbacks;
+		on_dsm_detach_callback function = cb->function;
+		Datum arg = cb->arg;
+
+		seg->callbacks = cb->next;
+		pfree(cb);
+		function(seg, arg);
+	}
+
+	if (seg->resowner != NULL)
+	{
+		ResourceOwner owner = seg->resowner;
+
+		seg->resowner = NULL;
+		ResourceOwnerForget(owner, PointerGetDatum(seg), &dsm_resowner_desc);
+	}
+
+	if (seg->mapped_address != NULL)
+	{
+		dsm_impl_op(DSM_OP_DETACH, seg->handle, 0, &seg->impl_private, &seg->mapped_address,
+					&seg->mapped_size, WARNING);
+		seg->impl_private = NULL;
+		seg->mapped_address = NULL;
+		seg->mapped_size = 0;
+	}
+
+	if (slot != DSM_NO_SLOT && dsm_control != NULL)
+	{
+		(void) INJECTION_POINT("dsm-detach-before-refcount");
+		if (dsm_control_lock(WARNING))
+		{
+			dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+			if (ALWAYS(item->handle == seg->handle && item->refcnt >= 2))
+			{
+				dsm_ctl_begin(DSM_INTENT_DETACH);
+				dsm_ctl_set_ref(dsm_backend_index, slot, false);
+				CTL_SET32(item->refcnt, item->refcnt - 1);
+				if (item->refcnt == 1)
+				{
+					/* Last reference: we destroy it; busy lets the supervisor finish if we die. */
+					CTL_SET32(item->busy, dsm_backend_index);
+					destroy = seg->handle;
+				}
+				dsm_ctl_commit();
+			}
+			dsm_control_unlock();
+		}
+		seg->control_slot = DSM_NO_SLOT;
+		if (destroy != DSM_HANDLE_INVALID)
+		{
+			(void) INJECTION_POINT("dsm-detach-before-destroy");
+			dsm_destroy_moribund(slot, destroy, WARNING);
+		}
+	}
+
+	dsm_local_unlink(seg, slot);
+	pfree(seg);
+}
+
+/* Resource owner release: the owner already forgot the mapping. */
+static void
+dsm_resowner_release(Datum res)
+{
+	dsm_segment *seg = DatumGetPointer(res);
+
+	seg->resowner = NULL;
+	dsm_detach(seg);
+}
+
+static char *
+dsm_resowner_print(Datum res)
+{
+	dsm_segment *seg = DatumGetPointer(res);
+
+	return psprintf("dynamic shared memory segment %u", seg->handle);
+}
+
+/*
+ * Resize (see dsm.h): the implementation changes the size and remaps; the
+ * slot records the new size.  ERROR if the implementation cannot (System
+ * V) or the system refuses; the mapping is then unchanged.
+ */
+void *
+dsm_resize(dsm_segment *seg, size_t size)
+{
+	int e;
+
+	Assert(seg->control_slot != DSM_NO_SLOT);
+	if ((e = INJECTION_POINT("dsm-resize-before")) != 0)
+	{
+		errno = e;
+		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				errmsg("could not resize dynamic shared memory segment %u: %m", seg->handle));
+	}
+	if (size == 0)
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("cannot resize dynamic shared memory segment %u to size 0", seg->handle));
+	dsm_impl_op(DSM_OP_RESIZE, seg->handle, size, &seg->impl_private, &seg->mapped_address,
+				&seg->mapped_size, ERROR);
+	if (dsm_control != NULL && dsm_control_lock(WARNING))
+	{
+		dsm_control_item *item = &dsm_control_items(dsm_control)[seg->control_slot];
+
+		dsm_ctl_begin(DSM_INTENT_RESIZE);
+		CTL_SET64(item->size, seg->mapped_size);
+		dsm_ctl_commit();
+		dsm_control_unlock();
+	}
+	return seg->mapped_address;
+}
+
+/*
+ * Remap after another process resized: map the segment anew at its
+ * current size, then drop the old mapping.  ERROR if the new mapping
+ * fails; the old one is then kept.
+ */
+void *
+dsm_remap(dsm_segment *seg)
+{
+	void *priv = NULL;
+	void *addr = NULL;
+	size_t size = 0;
+
+	dsm_impl_op(DSM_OP_ATTACH, seg->handle, 0, &priv, &addr, &size, ERROR);
+	if (seg->mapped_address != NULL)
+		dsm_impl_op(DSM_OP_DETACH, seg->handle, 0, &seg->impl_private, &seg->mapped_address,
+					&seg->mapped_size, WARNING);
+	seg->impl_private = priv;
+	seg->mapped_address = addr;
+	seg->mapped_size = size;
+	return addr;
+}
+
+/* Give the mapping session lifetime.  Never fails. */
+void
+dsm_keep_mapping(dsm_segment *seg)
+{
+	if (seg->resowner != NULL)
+	{
+		ResourceOwner owner = seg->resowner;
+
+		seg->resowner = NULL;
+		ResourceOwnerForget(owner, PointerGetDatum(seg), &dsm_resowner_desc);
+	}
+}
+
+void
+dsm_pin_mapping(dsm_segment *seg)
+{
+	dsm_keep_mapping(seg);
+}
+
+/*
+ * Put the mapping under CurrentResourceOwner (moving it from another
+ * owner if it has one).  With CurrentResourceOwner NULL the mapping keeps
+ * session lifetime: NULL means "session" everywhere in dsmkit.  ERROR only
+ * on out of memory, before anything changed.
+ */
+void
+dsm_unpin_mapping(dsm_segment *seg)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (seg->resowner == owner)
+		return;
+	if (owner != NULL)
+		ResourceOwnerEnlarge(owner);
+	dsm_keep_mapping(seg);
+	if (owner != NULL)
+	{
+		seg->resowner = owner;
+		ResourceOwnerRemember(owner, PointerGetDatum(seg), &dsm_resowner_desc);
+	}
+}
+
+/*
+ * Pin the segment: one more reference, held by the cluster rather than by
+ * a process, so the segment survives the death of every backend.  ERROR if
+ * it is already pinned.
+ */
+void
+dsm_pin_segment(dsm_segment *seg)
+{
+	bool already = false;
+	int e;
+
+	if ((e = INJECTION_POINT("dsm-pin-segment")) != 0)
+	{
+		errno = e;
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not pin dynamic shared memory segment %u: %m", seg->handle));
+	}
+	if (seg->control_slot == DSM_NO_SLOT || dsm_control == NULL)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("dynamic shared memory segment %u is not attached", seg->handle));
+	if (!dsm_control_lock(WARNING))
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not lock the dynamic shared memory control segment"));
+	{
+		dsm_control_item *item = &dsm_control_items(dsm_control)[seg->control_slot];
+
+		if (item->pinned)
+			already = true;
+		else
+		{
+			dsm_ctl_begin(DSM_INTENT_PIN);
+			CTL_SET32(item->pinned, 1);
+			CTL_SET32(item->refcnt, item->refcnt + 1);
+			dsm_ctl_commit();
+		}
+	}
+	dsm_control_unlock();
+	if (already)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("cannot pin dynamic shared memory segment %u: it is already pinned",
+					   seg->handle));
+}
+
+/*
+ * Drop the cluster's pin of segment h; destroy the segment if that was its
+ * last reference.  Backends and the supervisor may call it.  ERROR if no
+ * live segment h is pinned.
+ */
+void
+dsm_unpin_segment(dsm_handle h)
+{
+	uint32_t slot;
+	bool ok = false;
+	bool destroy = false;
+	int e;
+
+	if (dsm_control == NULL)
+		dsm_require_backend("dsm_unpin_segment");
+	if ((e = INJECTION_POINT("dsm-unpin-segment")) != 0)
+	{
+		errno = e;
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not unpin dynamic shared memory segment %u: %m", h));
+	}
+	slot = dsm_handle_slot(h);
+	if (h != DSM_HANDLE_INVALID && slot < dsm_control->maxitems)
+	{
+		dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+		if (!dsm_control_lock(WARNING))
+			ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+					errmsg("could not lock the dynamic shared memory control segment"));
+		if (item->handle == h && item->refcnt >= 2 && item->pinned)
+		{
+			ok = true;
+			dsm_ctl_begin(DSM_INTENT_PIN);
+			CTL_SET32(item->pinned, 0);
+			CTL_SET32(item->refcnt, item->refcnt - 1);
+			if (item->refcnt == 1)
+			{
+				CTL_SET32(item->busy, dsm_role == DSMKIT_ROLE_BACKEND ? dsm_backend_index
+																	  : DSM_BUSY_SUPERVISOR);
+				destroy = true;
+			}
+			dsm_ctl_commit();
+		}
+		dsm_control_unlock();
+	}
+	if (!ok)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("cannot unpin dynamic shared memory segment %u: it is not a pinned live segment",
+					   h));
+	if (destroy)
+		dsm_destroy_moribund(slot, h, WARNING);
+}
+
+/* This process's mapping of h, or NULL.  O(1).  Never fails. */
+dsm_segment *
+dsm_find_mapping(dsm_handle h)
+{
+	dsm_segment *seg;
+
+	if (dsm_mappings_by_slot == NULL || dsm_control == NULL || h == DSM_HANDLE_INVALID)
+		return NULL;
+	seg = dsm_mappings_by_slot[dsm_handle_slot(h) < dsm_mappings_nslots ? dsm_handle_slot(h) : 0];
+	if (seg != NULL && seg->handle == h)
+		return seg;
+	return NULL;
+}
+
+void *
+dsm_segment_address(dsm_segment *seg)
+{
+	return seg->mapped_address;
+}
+
+size_t
+dsm_segment_map_length(dsm_segment *seg)
+{
+	return seg->mapped_size;
+}
+
+dsm_handle
+dsm_segment_handle(dsm_segment *seg)
+{
+	return seg->handle;
+}
+
+/* Register a detach callback (LIFO).  ERROR on out of memory, before anything changed. */
+void
+on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback function, Datum arg)
+{
+	dsm_detach_callback *cb = MemoryContextAlloc(TopMemoryContext, sizeof(dsm_detach_callback));
+
+	cb->function = function;
+	cb->arg = arg;
+	cb->next = seg->callbacks;
+	seg->callbacks = cb;
+}
+
+/* Remove the most recent registration of (function, arg), if any.  Never fails. */
+void
+cancel_on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback function, Datum arg)
+{
+	dsm_detach_callback **link = &seg->callbacks;
+
+	for (dsm_detach_callback *cb = seg->callbacks; cb != NULL; cb = cb->next)
+	{
+		if (cb->function == function && cb->arg == arg)
+		{
+			*link = cb->next;
+			pfree(cb);
+			return;
+		}
+		link = &cb->next;
+	}
+}
+
+/* Detach every mapping of this process.  Never raises ERROR itself. */
+void
+dsm_detach_all(void)
+{
+	while (dsm_mappings_head != NULL)
+		dsm_detach(dsm_mappings_head);
+}
+
+/* ---------------------------------------------------------------------
+ * Supervisor side: destroy everything
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Destroy every segment a control segment lists (refcnt != 0).  With
+ * locked true the caller is the live supervisor, the control segment is
+ * this process's (dsm_control) and each slot is freed in its own commit;
+ * otherwise control is a dead cluster's, read without its lock.  Moribund
+ * segments may already be gone, so their failures are reported at DEBUG1.
+ * Never raises.
+ */
+void
+dsm_control_destroy_all(dsm_control_header *control, int elevel)
+{
+	bool live = (control == dsm_control);
+	dsm_control_item *items = dsm_control_items(control);
+	uint32_t maxitems = control->maxitems;
+
+	if (live && !dsm_control_lock(WARNING))
+		live = false;
+	for (uint32_t i = 0; i < maxitems; i++)
+	{
+		dsm_handle h = items[i].handle;
+		uint32_t refcnt = items[i].refcnt;
+		void *priv = NULL;
+		void *addr = NULL;
+		size_t size = 0;
+
+		if (refcnt == 0)
+			continue;
+		if (i == maxitems / 2)
+			(void) INJECTION_POINT("supervisor-shutdown-mid");
+		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
+							   refcnt));
+		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, refcnt == 1 ? DEBUG1 : elevel);
+		if (live)
+		{
+			/* One commit per change group keeps the undo log short. */
+			for (uint32_t b = 0; b < control->max_backends; b++)
+			{
+				if (!dsm_ref_is_set(control, (int) b, i))
+					continue;
+				dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+				dsm_ctl_set_ref((int) b, i, false);
+				dsm_ctl_commit();
+			}
+			dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+			dsm_ctl_free_slot(i);
+			dsm_ctl_commit();
+		}
+	}
+	if (live)
+		dsm_control_unlock();
+}
+
+/* ---------------------------------------------------------------------
+ * Consistency check
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct dsm_check_state
+{
+	dsm_check_callback report; /* caller's callback, or NULL to log at WARNING */
+	void *arg;                 /* its argument */
+	int problems;              /* problems found so far */
+} dsm_check_state;
+
+static void dsm_check_problem(dsm_check_state *st, const char *fmt, ...) DSMKIT_PRINTF(2, 3);
+
+static void
+dsm_check_problem(dsm_check_state *st, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	st->problems++;
+	if (st->report != NULL)
+		st->report(buf, st->arg);
+	else
+		ereport(WARNING, errmsg("dynamic shared memory check: %s", buf));
+}
+
+/* Does the operating-system segment of handle h exist?  Never raises. */
+static bool
+dsm_os_segment_exists(dsm_handle h)
+{
+	char name[4096];
+	struct stat st;
+
+	if (dsm_impl_segment_name(h, name, sizeof name) >= (int) sizeof name)
+		return false;
+	switch (dsm_impl_current())
+	{
+		case DSM_IMPL_POSIX:
+		{
+			char path[4200];
+
+			snprintf(path, sizeof path, "/dev/shm%s%s", name[0] == '/' ? "" : "/", name);
+			return stat(path, &st) == 0;
+		}
+		case DSM_IMPL_MMAP:
+			return stat(name, &st) == 0;
+		case DSM_IMPL_SYSV:
+		{
+			unsigned int key;
+
+			if (sscanf(name, "key 0x%x", &key) != 1)
+				return false;
+			return shmget((key_t) key, 0, 0) >= 0;
+		}
+		default:
+			return false;
+	}
+}
+
+/* Is h the handle of a slot that may have an operating-system segment now? */
+static bool
+dsm_handle_listed(dsm_control_header *control, dsm_handle h)
+{
+	uint32_t slot;
+	dsm_control_item *item;
+
+	if (h == dsm_control_handle)
+		return true;
+	slot = h & ((1u << control->slot_bits) - 1);
+	if (slot >= control->maxitems)
+		return false;
+	item = &dsm_control_items(control)[slot];
+	return item->refcnt != 0 && item->handle == h;
+}
+
+/* Report operating-system segments of this cluster that no slot lists. */
+static void
+dsm_check_orphans(dsm_control_header *control, dsm_check_state *st, const char *directory)
+{
+	char prefix[32];
+	uint32_t cluster = dsm_impl_cluster_id();
+	int impl = dsm_impl_current();
+
+	snprintf(prefix, sizeof prefix, "dsmkit.%08x.", cluster);
+	if (impl == DSM_IMPL_POSIX || impl == DSM_IMPL_MMAP)
+	{
+		DIR *d = opendir(impl == DSM_IMPL_POSIX ? "/dev/shm" : directory);
+		struct dirent *de;
+
+		if (d == NULL)
+			return;
+		while ((de = readdir(d)) != NULL)
+		{
+			unsigned int h;
+			char extra;
+
+			if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+				continue;
+			if (sscanf(de->d_name + strlen(prefix), "%8x%c", &h, &extra) != 1 ||
+				!dsm_handle_listed(control, h))
+				dsm_check_problem(st, "operating-system segment \"%s\" has no slot", de->d_name);
+		}
+		closedir(d);
+	}
+	else if (impl == DSM_IMPL_SYSV)
+	{
+		FILE *f = fopen("/proc/sysvipc/shm", "re");
+		char line[512];
+		uint32_t tag = ((cluster >> 16) ^ (cluster & 0xffff)) & 0xffff;
+
+		if (f == NULL)
+			return;
+		if (fgets(line, sizeof line, f) != NULL)
+		{
+			while (fgets(line, sizeof line, f) != NULL)
+			{
+				long long key;
+				bool listed = false;
+				char name[64];
+
+				if (sscanf(line, "%lld", &key) != 1 || ((uint32_t) key >> 16) != tag ||
+					(uint32_t) key == 0)
+					continue;
+				/* Compare with the key of every listed handle. */
+				snprintf(name, sizeof name, "key 0x%08x", (unsigned) key);
+				for (uint32_t i = 0; i < control->maxitems && !listed; i++)
+				{
+					dsm_control_item *item = &dsm_control_items(control)[i];
+					char other[64];
+
+					if (item->refcnt == 0)
+						continue;
+					dsm_impl_segment_name(item->handle, other, sizeof other);
+					listed = strcmp(name, other) == 0;
+				}
+				if (!listed)
+				{
+					char other[64];
+
+					dsm_impl_segment_name(dsm_control_handle, other, sizeof other);
+					listed = strcmp(name, other) == 0;
+				}
+				if (!listed)
+					dsm_check_problem(st, "System V segment with key 0x%08x has no slot",
+									  (unsigned) key);
+			}
+		}
+		fclose(f);
+	}
+}
+
+/*
+ * Check the control segment of this process's cluster under its lock (see
+ * dsm.h).  The caller is the supervisor or a backend.
+ */
+static int
+dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
+{
+	dsm_control_header *control = dsm_control;
+	dsm_control_item *items = dsm_control_items(control);
+	dsm_control_backend *backends = dsm_control_backends(control);
+	uint32_t nfree = 0;
+
+	for (uint32_t b = 0; b < control->max_backends; b++)
+	{
+		dsm_control_backend *be = &backends[b];
+		uint32_t bits = 0;
+		uint32_t *map = dsm_control_bitmap(control, (int) b);
+
+		for (uint32_t w = 0; w < control->bitmap_words; w++)
+			bits += (uint32_t) __builtin_popcount(map[w]);
+		if (bits != be->nrefs)
+			dsm_check_problem(st, "backend %u counts %u references but its bitmap has %u", b,
+							  be->nrefs, bits);
+		if (be->state == DSM_BACKEND_RUNNING)
+			live[b] = dsm_process_alive(be->pid, be->start_time) || be->pid == (int32_t) getpid();
+		else if (be->state == DSM_BACKEND_STARTING)
+			live[b] = be->pid == 0 || dsm_process_alive(be->pid, 0);
+		if (bits != 0 && !live[b])
+			dsm_check_problem(st, "backend %u (pid %d, state %u) is gone but holds %u references", b,
+							  (int) be->pid, be->state, bits);
+	}
+	for (uint32_t i = 0; i < control->maxitems; i++)
+	{
+		dsm_control_item *item = &items[i];
+		uint32_t holders = 0;
+		uint32_t any = 0;
+
+		for (uint32_t b = 0; b < control->max_backends; b++)
+			if (dsm_ref_is_set(control, (int) b, i))
+			{
+				any++;
+				if (live[b])
+					holders++;
+			}
+		if (item->refcnt == 0)
+		{
+			nfree++;
+			if (any != 0)
+				dsm_check_problem(st, "free slot %u is held by %u backends", i, any);
+			continue;
+		}
+		if ((item->handle & ((1u << control->slot_bits) - 1)) != i)
+			dsm_check_problem(st, "slot %u holds handle %u of another slot", i, item->handle);
+		if (item->refcnt == 1)
+		{
+			if (any != 0)
+				dsm_check_problem(st, "moribund segment %u (slot %u) is held by %u backends",
+								  item->handle, i, any);
+			if (item->busy >= 0 && ((uint32_t) item->busy >= control->max_backends ||
+									!live[item->busy]))
+				dsm_check_problem(st, "moribund segment %u (slot %u) waits for backend %d, which is gone",
+								  item->handle, i, item->busy);
+			continue;
+		}
+		if (item->refcnt != holders + (item->pinned ? 1 : 0) + 1)
+			dsm_check_problem(st,
+							  "segment %u (slot %u) has reference count %u, but %u live backends hold it%s",
+							  item->handle, i, item->refcnt, holders,
+							  item->pinned ? " and it is pinned" : "");
+		if (!dsm_os_segment_exists(item->handle))
+			dsm_check_problem(st, "segment %u (slot %u) has no operating-system segment",
+							  item->handle, i);
+	}
+	if (nfree != control->nfree)
+		dsm_check_problem(st, "%u slots are free but the free list counts %u", nfree, control->nfree);
+	else
+	{
+		uint32_t n = 0;
+
+		for (uint32_t s = control->freelist_head; s != DSM_NO_SLOT && n <= control->maxitems;
+			 s = items[s].next_free)
+		{
+			if (s >= control->maxitems || items[s].refcnt != 0)
+			{
+				dsm_check_problem(st, "the free list holds slot %u, which is not free", s);
+				break;
+			}
+			n++;
+		}
+		if (n != nfree)
+			dsm_check_problem(st, "the free list has %u entries, expected %u", n, nfree);
+	}
+	if (control->intent.nundo != 0)
+		dsm_check_problem(st, "the undo log holds %u entries outside an update",
+						  control->intent.nundo);
+	dsm_check_orphans(control, st, directory);
+	return st->problems;
+}
+
+/*
+ * The consistency check (see dsm.h).
+ */
+int
+dsm_control_check(const char *directory, dsm_check_callback report, void *arg)
+{
+	dsm_check_state st = {report, arg, 0};
+	dsm_state_info info;
+	void *addr = NULL;
+	void *priv = NULL;
+	size_t size = 0;
+	bool *volatile live = NULL;
+
+	if (directory == NULL)
+	{
+		if (dsm_control == NULL)
+			ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("dsm_control_check called without a directory in a process that has no cluster"));
+		if (!dsm_control_segment_sane(dsm_control, dsm_control_mapped_size))
+		{
+			dsm_check_problem(&st, "the control segment is not sane (magic, version or sizes)");
+			return st.problems;
+		}
+		live = palloc0(sizeof(bool) * dsm_control->max_backends);
+		if (!dsm_control_lock(WARNING))
+			dsm_check_problem(&st, "the control segment's lock cannot be taken");
+		else
+		{
+			dsm_check_locked(&st, dsm_cluster_directory, live);
+			dsm_control_unlock();
+		}
+		pfree(live);
+		return st.problems;
+	}
+
+	if (dsm_control != NULL)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("dsm_control_check with a directory called in a process that belongs to a cluster"),
+				errhint("Pass NULL to check this process's own cluster."));
+	if (!dsm_read_state_file(directory, &info))
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("no usable state file in cluster directory \"%s\"", directory));
+	dsm_impl_configure(info.impl, directory);
+	dsm_impl_op(DSM_OP_ATTACH, info.control_handle, 0, &priv, &addr, &size, ERROR);
+	dsm_control = addr;
+	dsm_control_handle = info.control_handle;
+	dsm_control_mapped_size = size;
+	dsm_control_impl_private = priv;
+	PG_TRY();
+	{
+		if (!dsm_control_segment_sane(dsm_control, size))
+			dsm_check_problem(&st, "the control segment is not sane (magic, version or sizes)");
+		else
+		{
+			live = palloc0(sizeof(bool) * dsm_control->max_backends);
+			if (!dsm_control_lock(WARNING))
+				dsm_check_problem(&st, "the control segment's lock cannot be taken");
+			else
+			{
+				dsm_check_locked(&st, directory, live);
+				dsm_control_unlock();
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		if (live != NULL)
+			pfree(live);
+		dsm_impl_op(DSM_OP_DETACH, info.control_handle, 0, &dsm_control_impl_private, &addr, &size,
+					WARNING);
+		dsm_control = NULL;
+		dsm_control_handle = DSM_HANDLE_INVALID;
+		dsm_control_mapped_size = 0;
+		dsm_control_impl_private = NULL;
+	}
+	PG_END_TRY();
+	return st.problems;
+}

@@ -1,2 +1,265 @@
-/* dsm_impl_sysv.c: placeholder, being written. */
-#include "dsmkit_int.h"
+/*
+ * dsm_impl_sysv.c: System V shared memory segments (shmget(2), shmat(2)).
+ *
+ * A segment's key carries the cluster tag in its high 16 bits and the
+ * folded handle in its low 16 bits (see dsm_impl.h).  Two handles can fold
+ * to one key; the second CREATE then fails with EEXIST and dsm.c picks
+ * another handle.  A key of 0 is IPC_PRIVATE, which would make a fresh
+ * anonymous segment every time: CREATE treats it as "exists" for the same
+ * reason, and ATTACH and DESTROY as "no such segment".
+ *
+ * impl_private holds the shmid, encoded in the pointer as shmid + 1 (so
+ * that NULL still means "none"): nothing is allocated, so nothing can leak
+ * whatever path an operation takes.  ATTACH always looks the key up again.
+ *
+ * Space: System V segments cannot be reserved up front as posix_fallocate()
+ * does for the others.  What is checked at creation is the kernel's limits
+ * (shmget() fails with EINVAL above SHMMAX, ENOSPC beyond SHMMNI segments or
+ * SHMALL pages) and, under strict overcommit (vm.overcommit_memory=2), the
+ * commit charge (ENOMEM).  Pages are allocated on first touch, from the
+ * kernel's internal shmem mount (not /dev/shm); if memory runs out then,
+ * the toucher faults or the OOM killer acts.  Pre-faulting every page would
+ * close that gap at the price of touching all the memory at create; this
+ * implementation does not do it.
+ *
+ * RESIZE is not supported (a System V segment has a fixed size).
+ */
+#define _GNU_SOURCE
+#include "dsm_impl_int.h"
+
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+#define SHMID_TO_PRIVATE(id) ((void *) (uintptr_t) ((unsigned) (id) + 1u))
+#define PRIVATE_TO_SHMID(p) ((int) ((uintptr_t) (p) - 1u))
+
+#define REPORT_ERRNO(elevel, err, ...) \
+	do { \
+		errno = (err); \
+		ereport((elevel), dsm_impl_errcode(err), errmsg(__VA_ARGS__)); \
+	} while (0)
+
+static int
+shmget_retry(key_t key, size_t size, int flags)
+{
+	int id;
+
+	do
+		id = DSM_INJECT("sysv-shmget", -1, shmget(key, size, flags));
+	while (id < 0 && errno == EINTR);
+	return id;
+}
+
+static void *
+shmat_retry(int shmid)
+{
+	void *addr;
+
+	do
+		addr = DSM_INJECT("sysv-shmat", (void *) -1, shmat(shmid, NULL, 0));
+	while (addr == (void *) -1 && errno == EINTR);
+	return addr;
+}
+
+static int
+shmdt_retry(const void *addr)
+{
+	int rc;
+
+	do
+		rc = DSM_INJECT("dsm-impl-detach", -1, shmdt(addr));
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
+/* Remove shmid during cleanup: never raises, preserves errno. */
+static void
+remove_quietly(int shmid, const char *name)
+{
+	int save_errno = errno;
+
+	if (shmctl(shmid, IPC_RMID, NULL) != 0)
+		ereport(WARNING, errcode_for_file_access(),
+				errmsg("could not remove shared memory segment \"%s\": %m", name));
+	errno = save_errno;
+}
+
+/*
+ * The shmid of the segment with key, or -1 with errno set (ENOENT when the
+ * key is unusable or no segment has it).
+ */
+static int
+lookup(uint32_t key)
+{
+	if (key == 0)
+	{
+		errno = ENOENT;
+		return -1;
+	}
+	return shmget_retry((key_t) key, 0, 0);
+}
+
+static bool
+sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
+			void **mapped_address, size_t *mapped_size, int elevel)
+{
+	int shmid;
+	int err;
+	void *addr;
+
+	if (key == 0)
+		return false;           /* IPC_PRIVATE: as if taken, see above */
+	shmid = shmget_retry((key_t) key, size, IPC_CREAT | IPC_EXCL | 0600);
+	if (shmid < 0)
+	{
+		err = errno;
+		if (err == EEXIST)
+			return false;
+		errno = err;
+		ereport(elevel, dsm_impl_errcode(err),
+				errmsg("could not create shared memory segment \"%s\": %m", name),
+				errdetail("Failed system call was shmget(key=0x%08x, size=%zu, 0%o).",
+						  (unsigned) key, size, IPC_CREAT | IPC_EXCL | 0600),
+				(err == EINVAL || err == ENOSPC || err == ENOMEM)
+					? errhint("The request may exceed the kernel's SHMMAX, SHMALL or SHMMNI limits, or the memory available.")
+					: 0);
+		return false;
+	}
+	addr = shmat_retry(shmid);
+	if (addr == (void *) -1)
+	{
+		err = errno;
+		remove_quietly(shmid, name);
+		REPORT_ERRNO(elevel, err, "could not map shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	*impl_private = SHMID_TO_PRIVATE(shmid);
+	*mapped_address = addr;
+	*mapped_size = size;
+	return true;
+}
+
+static bool
+sysv_attach(uint32_t key, const char *name, void **impl_private, void **mapped_address,
+			size_t *mapped_size, int elevel)
+{
+	int shmid;
+	int err;
+	int rc;
+	struct shmid_ds ds;
+	void *addr;
+
+	shmid = lookup(key);
+	if (shmid < 0)
+	{
+		REPORT_ERRNO(elevel, errno, "could not open shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	do
+		rc = DSM_INJECT("sysv-shmctl", -1, shmctl(shmid, IPC_STAT, &ds));
+	while (rc < 0 && errno == EINTR);
+	if (rc != 0)
+	{
+		REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	addr = shmat_retry(shmid);
+	if (addr == (void *) -1)
+	{
+		REPORT_ERRNO(elevel, errno, "could not map shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	/* dsm_remap(): the new mapping exists, now drop the old one. */
+	if (*mapped_address != NULL && shmdt_retry(*mapped_address) != 0)
+	{
+		err = errno;
+		shmdt(addr);
+		REPORT_ERRNO(elevel, err, "could not unmap shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	*impl_private = SHMID_TO_PRIVATE(shmid);
+	*mapped_address = addr;
+	*mapped_size = ds.shm_segsz;
+	return true;
+}
+
+static bool
+sysv_detach(const char *name, void **impl_private, void **mapped_address, size_t *mapped_size,
+			int elevel)
+{
+	if (*mapped_address == NULL)
+		return true;
+	if (shmdt_retry(*mapped_address) != 0)
+	{
+		REPORT_ERRNO(elevel, errno, "could not unmap shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	*impl_private = NULL;
+	*mapped_address = NULL;
+	*mapped_size = 0;
+	return true;
+}
+
+static bool
+sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_address,
+			 size_t *mapped_size, int elevel)
+{
+	int shmid;
+	int rc;
+
+	/* Take the id before detaching, which forgets it. */
+	shmid = *impl_private != NULL ? PRIVATE_TO_SHMID(*impl_private) : -1;
+	if (!sysv_detach(name, impl_private, mapped_address, mapped_size, elevel))
+		return false;
+	if (shmid < 0)
+	{
+		shmid = lookup(key);
+		if (shmid < 0)
+		{
+			REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", name);
+			return false;
+		}
+	}
+	do
+		rc = DSM_INJECT("dsm-impl-destroy", -1, shmctl(shmid, IPC_RMID, NULL));
+	while (rc < 0 && errno == EINTR);
+	if (rc != 0)
+	{
+		REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", name);
+		return false;
+	}
+	*impl_private = NULL;
+	return true;
+}
+
+/*
+ * System V shared memory (contract in dsm_impl.h); handle gives the key,
+ * name is what reports call it ("key 0x...").
+ */
+bool
+dsm_impl_sysv(dsm_op op, dsm_handle handle, const char *name, size_t request_size,
+			  void **impl_private, void **mapped_address, size_t *mapped_size, int elevel)
+{
+	uint32_t key = dsm_impl_sysv_key(handle);
+
+	switch (op)
+	{
+		case DSM_OP_CREATE:
+			return sysv_create(key, name, request_size, impl_private, mapped_address, mapped_size,
+							   elevel);
+		case DSM_OP_ATTACH:
+			return sysv_attach(key, name, impl_private, mapped_address, mapped_size, elevel);
+		case DSM_OP_DETACH:
+			return sysv_detach(name, impl_private, mapped_address, mapped_size, elevel);
+		case DSM_OP_RESIZE:
+			ereport(elevel, errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					errmsg("could not resize shared memory segment \"%s\" to %zu bytes", name,
+						   request_size),
+					errdetail("System V shared memory segments cannot be resized."),
+					errhint("Use the POSIX or mmap implementation to resize segments."));
+			return false;
+		case DSM_OP_DESTROY:
+			return sysv_destroy(key, name, impl_private, mapped_address, mapped_size, elevel);
+	}
+	pg_unreachable();
+}

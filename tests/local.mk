@@ -60,7 +60,7 @@ AM_TESTS_ENVIRONMENT = \
 	DSMKIT_TEST_PREFIX='dsmkit-test'; export DSMKIT_TEST_PREFIX;
 endif
 
-EXTRA_DIST += tests/installcheck.sh tests/installcheck/prog.c
+EXTRA_DIST += tests/installcheck.sh tests/installcheck/prog.c tests/valgrind.supp
 
 # The suites under valgrind (the README's test command runs it).  Forked test
 # children are followed; any memory error or definite leak fails the test.
@@ -69,7 +69,7 @@ check-valgrind: $(check_PROGRAMS)
 	@for t in $(SUITES); do \
 		echo "valgrind: $$t"; \
 		CK_TIMEOUT_MULTIPLIER=20 DSMKIT_UNDER_VALGRIND=1 $(LIBTOOL) --mode=execute \
-			valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			valgrind --quiet --error-exitcode=99 --suppressions=$(top_srcdir)/tests/valgrind.supp --leak-check=full --errors-for-leak-kinds=definite \
 			--show-leak-kinds=definite ./$$t > $$t.valgrind.log 2>&1 \
 			|| { tail -n 80 $$t.valgrind.log; exit 1; }; \
 		grep -E "^[0-9]+%: Checks" $$t.valgrind.log || true; \

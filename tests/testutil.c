@@ -21,6 +21,26 @@
 
 #include <dsmkit/dsm_impl.h>
 
+/*
+ * LeakSanitizer: talloc_enable_null_tracking() (called by the leak checks)
+ * allocates talloc's NULL context once and never frees it; that one block
+ * is expected.  Everything else talloc allocates is checked by the talloc
+ * block count of every test, and by LeakSanitizer itself.
+ */
+const char *__lsan_default_suppressions(void);
+const char *
+__lsan_default_suppressions(void)
+{
+	return "leak:talloc_enable_null_tracking\n";
+}
+
+const char *__lsan_default_options(void);
+const char *
+__lsan_default_options(void)
+{
+	return "print_suppressions=0";
+}
+
 /* The pid of the runner process; cluster directories carry it in their name. */
 static pid_t runner_pid;
 

@@ -88,6 +88,29 @@ DSMKIT_API void cancel_on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback fu
 /* Detach every mapping of this process (exit hook; also callable directly). */
 DSMKIT_API void dsm_detach_all(void);
 
+/*
+ * Consistency check of a cluster's control segment (used by the tests and
+ * by "dsmctl check").  Under the control lock it verifies that every
+ * active slot's reference count equals the number of live backends that
+ * map it, plus one if it is pinned, plus one; that free and moribund slots
+ * are held by nobody; that the free list and per-backend reference counts
+ * agree with the slots; that every active slot has its operating-system
+ * segment; and that no operating-system segment of the cluster exists
+ * without a slot.  A backend that died and was not yet reaped by
+ * supervisor_reap() counts as a problem (its references are not live).
+ *
+ * directory NULL checks this process's own cluster (the supervisor or a
+ * backend); otherwise a process that belongs to no cluster names the
+ * cluster directory, and the control segment is mapped for the duration
+ * of the check (this configures the process's dsm_impl for that cluster).
+ * Each problem is passed to report(problem, arg) as one sentence without
+ * final period (report NULL: each is logged at WARNING).  Returns the
+ * number of problems, 0 for a consistent cluster.  ERROR if there is no
+ * cluster to check (no usable state file or control segment).
+ */
+typedef void (*dsm_check_callback)(const char *problem, void *arg);
+DSMKIT_API int dsm_control_check(const char *directory, dsm_check_callback report, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

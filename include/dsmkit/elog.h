@@ -191,39 +191,74 @@ DSMKIT_API extern bool log_line_pid;
  * the PG_TRY block and read afterwards must be volatile (setjmp rules).
  * Never return, goto or break out of a PG_TRY block.
  */
+#if defined(__USE_POSIX) || defined(_POSIX_SOURCE) || defined(_POSIX_C_SOURCE) || \
+	defined(_XOPEN_SOURCE) || defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE) || defined(_BSD_SOURCE)
 DSMKIT_API extern sigjmp_buf *PG_exception_stack;
+#else
+/*
+ * Strict ISO C (no POSIX names): sigjmp_buf is not declared, so PG_TRY
+ * cannot be used, but the header must still compile.  The C libraries of
+ * Linux define sigjmp_buf and jmp_buf as the same type.
+ */
+DSMKIT_API extern jmp_buf *PG_exception_stack;
+#endif
 
-#define PG_TRY() \
+/*
+ * PG_TRY blocks may nest, in one function too; the bookkeeping variables of
+ * an inner block then shadow those of the outer one on purpose, so the
+ * macros turn -Wshadow off for their own declarations.  As in PostgreSQL 13
+ * and later, an optional suffix (PG_TRY(2) ... PG_END_TRY(2)) gives a block
+ * variables of its own names instead; all four macros of a block must then
+ * carry the same suffix.
+ */
+#if defined(__clang__)
+#define DSMKIT_SHADOW_OFF_ \
+	_Pragma("clang diagnostic push") _Pragma("clang diagnostic ignored \"-Wshadow\"")
+#define DSMKIT_SHADOW_ON_ _Pragma("clang diagnostic pop")
+#elif defined(__GNUC__) && __GNUC__ >= 7
+#define DSMKIT_SHADOW_OFF_ \
+	_Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wshadow\"") \
+	_Pragma("GCC diagnostic ignored \"-Wshadow=local\"") \
+	_Pragma("GCC diagnostic ignored \"-Wshadow=compatible-local\"")
+#define DSMKIT_SHADOW_ON_ _Pragma("GCC diagnostic pop")
+#else
+#define DSMKIT_SHADOW_OFF_
+#define DSMKIT_SHADOW_ON_
+#endif
+
+#define PG_TRY(...) \
 	do { \
-		sigjmp_buf *dsmkit_outer_jmp_ = PG_exception_stack; \
-		ErrorContextCallback *dsmkit_outer_ctx_ = error_context_stack; \
-		sigjmp_buf dsmkit_here_jmp_; \
-		bool dsmkit_rethrow_ = false; \
-		if (sigsetjmp(dsmkit_here_jmp_, 0) == 0) \
+		DSMKIT_SHADOW_OFF_ \
+		sigjmp_buf *dsmkit_outer_jmp_##__VA_ARGS__ = PG_exception_stack; \
+		ErrorContextCallback *dsmkit_outer_ctx_##__VA_ARGS__ = error_context_stack; \
+		sigjmp_buf dsmkit_here_jmp_##__VA_ARGS__; \
+		bool dsmkit_rethrow_##__VA_ARGS__ = false; \
+		DSMKIT_SHADOW_ON_ \
+		if (sigsetjmp(dsmkit_here_jmp_##__VA_ARGS__, 0) == 0) \
 		{ \
-			PG_exception_stack = &dsmkit_here_jmp_;
+			PG_exception_stack = &dsmkit_here_jmp_##__VA_ARGS__;
 
-#define PG_CATCH() \
+#define PG_CATCH(...) \
 		} \
 		else \
 		{ \
-			PG_exception_stack = dsmkit_outer_jmp_; \
-			error_context_stack = dsmkit_outer_ctx_;
+			PG_exception_stack = dsmkit_outer_jmp_##__VA_ARGS__; \
+			error_context_stack = dsmkit_outer_ctx_##__VA_ARGS__;
 
-#define PG_FINALLY() \
+#define PG_FINALLY(...) \
 		} \
 		else \
-			dsmkit_rethrow_ = true; \
+			dsmkit_rethrow_##__VA_ARGS__ = true; \
 		{ \
-			PG_exception_stack = dsmkit_outer_jmp_; \
-			error_context_stack = dsmkit_outer_ctx_;
+			PG_exception_stack = dsmkit_outer_jmp_##__VA_ARGS__; \
+			error_context_stack = dsmkit_outer_ctx_##__VA_ARGS__;
 
-#define PG_END_TRY() \
+#define PG_END_TRY(...) \
 		} \
-		if (dsmkit_rethrow_) \
+		if (dsmkit_rethrow_##__VA_ARGS__) \
 			PG_RE_THROW(); \
-		PG_exception_stack = dsmkit_outer_jmp_; \
-		error_context_stack = dsmkit_outer_ctx_; \
+		PG_exception_stack = dsmkit_outer_jmp_##__VA_ARGS__; \
+		error_context_stack = dsmkit_outer_ctx_##__VA_ARGS__; \
 	} while (0)
 
 #define PG_RE_THROW() pg_re_throw()

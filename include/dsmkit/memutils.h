@@ -26,6 +26,12 @@ extern "C" {
 #define MaxAllocSize ((Size) 0x3fffffff)
 #define AllocSizeIsValid(size) ((Size) (size) <= MaxAllocSize)
 #define MaxAllocHugeSize (SIZE_MAX / 2)
+/*
+ * talloc makes no chunk of 256 MB or more, so this is the real ceiling,
+ * with or without MCXT_ALLOC_HUGE; larger requests raise the same ERROR
+ * as an invalid size.
+ */
+#define MaxTallocChunkSize ((Size) 0x0fffffff)
 
 DSMKIT_API extern MemoryContext TopMemoryContext;
 DSMKIT_API extern MemoryContext ErrorContext;
@@ -51,9 +57,12 @@ DSMKIT_API extern MemoryContext ErrorContext;
 DSMKIT_API void MemoryContextInit(void);
 
 /*
- * Create a context below parent (NULL is not allowed: use TopMemoryContext
- * for a long-lived one).  name must be a string that lives as long as the
- * context (a literal).  Raises ERROR out of memory; never returns NULL.
+ * Create a context below parent (NULL means TopMemoryContext, which is
+ * what AllocSetContextCreate(TopMemoryContext, ...) passes before the
+ * first use has created it).  name must be a string that lives as long as
+ * the context (a literal).  A nonzero initBlockSize reserves that many
+ * bytes up front (a talloc pool); the other sizes are ignored.  Raises
+ * ERROR out of memory; never returns NULL.
  */
 DSMKIT_API MemoryContext AllocSetContextCreateInternal(MemoryContext parent, const char *name,
 													   Size minContextSize, Size initBlockSize,

@@ -12,13 +12,29 @@
  * skipped the code that would have released it.
  *
  * CurrentResourceOwner is the owner new resources go to; NULL means
- * session lifetime (nothing is remembered).
+ * session lifetime (nothing is remembered): ResourceOwnerEnlarge,
+ * ResourceOwnerRemember, ResourceOwnerForget, ResourceOwnerRelease(All)
+ * and ResourceOwnerDelete do nothing when given a NULL owner.
  *
  * An owner is a talloc object: a child owner is a talloc child of its
  * parent owner; a top-level owner is a talloc child of TopMemoryContext,
- * or of the context given to ResourceOwnerCreateInContext().  Freeing an
- * owner's talloc parent releases the owner as on abort and then frees it,
- * so deleting a memory context that holds an owner leaks nothing.
+ * or of the context given to ResourceOwnerCreateInContext().  Every owner
+ * has a talloc destructor: freeing an owner's talloc parent (for instance
+ * deleting the memory context that holds it) releases whatever the owner
+ * and its descendants still hold as on abort (all phases, isCommit false,
+ * ReleaseResource called for each), frees its child owners, unlinks it
+ * from its parent and resets CurrentResourceOwner if it pointed there.
+ * So freeing a context that holds an owner leaks nothing.  Do not
+ * talloc_reference() an owner.
+ *
+ * While a release of an owner is running, its storage is frozen:
+ * ResourceOwnerEnlarge/Remember/Forget on it, releasing it again and
+ * deleting it raise ERROR.  ReleaseResource functions and release
+ * callbacks must not raise ERROR; if one does anyway, the error is caught,
+ * reported at WARNING ("could not release ... of resource owner ...") and
+ * the release carries on with the next resource.  Catching it flushes the
+ * error state (FlushErrorState), so a PG_CATCH block should report or copy
+ * the error it handles before it releases owners, as below.
  *
  * Typical request scope:
  *
@@ -34,12 +50,15 @@
  *     PG_CATCH();
  *     {
  *         CurrentResourceOwner = saved;
- *         ResourceOwnerReleaseAll(request, false);
  *         EmitErrorReport();  // or CopyErrorData()
  *         FlushErrorState();
+ *         ResourceOwnerReleaseAll(request, false);
  *     }
  *     PG_END_TRY();
  *     ResourceOwnerDelete(request);
+ *
+ * Owners are process-local and not thread-safe.  A forked child gets a copy
+ * of every owner; what releasing them there does is up to each kind.
  */
 #ifndef DSMKIT_RESOWNER_H
 #define DSMKIT_RESOWNER_H
@@ -75,9 +94,13 @@ typedef uint32_t ResourceReleasePriority;
  *  - name: printed in leak warnings and errors;
  *  - ReleaseResource: releases the resource; it must not raise ERROR (log
  *    at WARNING and carry on), and must not call ResourceOwnerForget for
- *    it: the owner has already forgotten it;
+ *    it: the owner has already forgotten it.  It runs with
+ *    CurrentResourceOwner set to the owner being released;
  *  - DebugPrint: optional; returns a palloc'd description for the leak
- *    warning (NULL means "<name> <value>").
+ *    warning "resource was not closed: <description>" (without it the
+ *    description is "<name> 0x<value in hex>"); the warning's detail names
+ *    the kind and the owner.  Within a priority the release order is
+ *    unspecified.
  */
 typedef struct ResourceOwnerDesc
 {
@@ -100,9 +123,12 @@ DSMKIT_API ResourceOwner ResourceOwnerCreateInContext(MemoryContext context, Res
 													  const char *name);
 
 /*
- * Release one phase of owner and of all its descendants (children first).
- * isTopLevel is passed to the release callbacks.  ERROR if a release of
- * the same owner is already running.
+ * Release one phase of owner and of all its descendants (children first):
+ * for each owner, its resources of that phase by ascending priority, each
+ * forgotten before its ReleaseResource runs, then the release callbacks.
+ * isTopLevel is passed to the release callbacks.  ERROR (releasing
+ * nothing) if a release of the same owner or of a descendant is already
+ * running; otherwise never fails.
  */
 DSMKIT_API void ResourceOwnerRelease(ResourceOwner owner, ResourceReleasePhase phase, bool isCommit,
 									 bool isTopLevel);
@@ -119,7 +145,12 @@ DSMKIT_API void ResourceOwnerDelete(ResourceOwner owner);
 
 DSMKIT_API ResourceOwner ResourceOwnerGetParent(ResourceOwner owner);
 DSMKIT_API const char *ResourceOwnerGetName(ResourceOwner owner);
-/* Move owner below newparent (NULL: make it top-level). */
+/*
+ * Move owner below newparent (NULL: make it top-level).  Its talloc parent
+ * follows (TopMemoryContext for top level), except for an owner created
+ * with ResourceOwnerCreateInContext(), which stays in its context.  ERROR if
+ * newparent is owner or one of its descendants.
+ */
 DSMKIT_API void ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newparent);
 
 /*
@@ -130,13 +161,20 @@ DSMKIT_API void ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newpar
 DSMKIT_API void ResourceOwnerEnlarge(ResourceOwner owner);
 /* Remember a resource; never fails after ResourceOwnerEnlarge (ERROR without it). */
 DSMKIT_API void ResourceOwnerRemember(ResourceOwner owner, Datum value, const ResourceOwnerDesc *kind);
-/* Forget a resource; ERROR if (value, kind) is not remembered by owner. */
+/*
+ * Forget a resource; ERROR if (value, kind) is not remembered by owner
+ * itself (a child's resources do not count).  A pair remembered twice must
+ * be forgotten twice.
+ */
 DSMKIT_API void ResourceOwnerForget(ResourceOwner owner, Datum value, const ResourceOwnerDesc *kind);
 
 /*
  * Callbacks run for every owner release phase, after the owner's own
  * resources of that phase are released.  Unregister with the same
- * (callback, arg).
+ * (callback, arg).  Callbacks run for each owner of a released subtree,
+ * children first, newest registration first, with CurrentResourceOwner
+ * set to that owner.  A callback may unregister itself, not another one.
+ * Register raises ERROR on out of memory.
  */
 typedef void (*ResourceReleaseCallback)(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
 										void *arg);

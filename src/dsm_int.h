@@ -1,0 +1,228 @@
+/*
+ * dsm_int.h: PRIVATE to libdsmkit; shared by dsm.c and supervisor.c only.
+ *
+ * The layout of the dynamic shared memory control segment, the protocol
+ * that keeps it repairable when a lock holder dies, and the process-local
+ * state both files need.  Nothing here is installed or exported.
+ *
+ * Control segment invariants (copied into doc/design.md):
+ *
+ *   1. Every change to the control segment is made by a process that holds
+ *      control->lock, a process-shared robust pthread mutex.
+ *
+ *   2. Each change is written through dsm_ctl_write(), which first appends
+ *      the field's offset and old value to the undo log in control->intent
+ *      and only then stores the new value; dsm_ctl_commit() empties the log
+ *      before the lock is released.  So, at any instant, the segment equals
+ *      "the state at the last commit" plus the changes listed in the log.
+ *
+ *   3. When a holder dies, the kernel hands the mutex to the next locker
+ *      with EOWNERDEAD.  That locker applies the undo log backwards (which
+ *      restores the state at the last commit exactly, whether the dead
+ *      process stopped before or after any given store), empties it, marks
+ *      the mutex consistent and goes on.  A commit point is therefore the
+ *      only state any other process can ever observe.
+ *
+ *   4. Every committed state satisfies, for each slot i:
+ *        refcnt 0: free; on the free list; no backend's bit i is set;
+ *        refcnt 1: moribund (being created or destroyed); no bit set;
+ *                  busy names the process doing it, so that the supervisor
+ *                  can finish the job if that process dies;
+ *        refcnt n >= 2: active; n = (backends whose bit i is set) +
+ *                  pinned + 1.
+ *      A backend sets its bit when it maps the segment and clears it when it
+ *      unmaps it, in the same commit as the refcnt change.  This is what
+ *      lets supervisor_reap() drop exactly a dead backend's references.
+ *
+ *   5. Nobody raises ERROR while holding the lock (reports are made after
+ *      the unlock), so a live process never leaves the mutex held.
+ */
+#ifndef DSMKIT_DSM_INT_H
+#define DSMKIT_DSM_INT_H
+
+#include "dsmkit_int.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <dsmkit/dsm.h>
+#include <dsmkit/supervisor.h>
+
+#define DSM_CONTROL_MAGIC 0x6b6d7364u /* "dsmk" in memory on little-endian */
+#define DSM_CONTROL_VERSION 1u
+
+/* Limits on the configuration (they keep the control segment below 1 GB). */
+#define DSM_MAX_SEGMENTS_LIMIT 65534u
+#define DSM_MAX_BACKENDS_LIMIT 8192u
+
+#define DSM_NO_SLOT UINT32_MAX   /* ends the free list; "no slot" in descriptors */
+#define DSM_BUSY_NONE (-1)       /* item.busy: nobody is creating or destroying it */
+#define DSM_BUSY_SUPERVISOR (-2) /* item.busy: the supervisor is destroying it */
+
+/* Backend slot states (dsm_control_backend.state). */
+#define DSM_BACKEND_FREE 0     /* unused */
+#define DSM_BACKEND_STARTING 1 /* reserved by the supervisor, fork in progress */
+#define DSM_BACKEND_RUNNING 2  /* the process runs and may hold references */
+#define DSM_BACKEND_EXITED 3   /* a spawned backend exited cleanly; the supervisor frees it at reap */
+
+/* Intent operations (dsm_control_intent.op), for diagnostics. */
+#define DSM_INTENT_NONE 0
+#define DSM_INTENT_CREATE 1
+#define DSM_INTENT_ATTACH 2
+#define DSM_INTENT_DETACH 3
+#define DSM_INTENT_PIN 4
+#define DSM_INTENT_RESIZE 5
+#define DSM_INTENT_BACKEND 6
+#define DSM_INTENT_RECLAIM 7
+#define DSM_INTENT_SHUTDOWN 8
+
+#define DSM_UNDO_MAX 24
+
+/* Shared memory: one entry of the undo log. */
+typedef struct dsm_control_undo
+{
+	uint32_t offset; /* byte offset of the changed field from the segment's start */
+	uint32_t width;  /* 4 or 8: the field's size in bytes */
+	uint64_t old;    /* the field's value before the change */
+} dsm_control_undo;
+
+/* Shared memory: the intent record, an undo log of the update in progress. */
+typedef struct dsm_control_intent
+{
+	uint32_t op;                          /* DSM_INTENT_*, NONE when no update is in progress */
+	int32_t backend;                      /* backend index of the updater, -1 for another process */
+	uint32_t nundo;                       /* valid entries in undo[]; 0 at every commit */
+	uint32_t pad;                         /* alignment */
+	dsm_control_undo undo[DSM_UNDO_MAX];  /* old values, oldest first */
+} dsm_control_intent;
+
+/* Shared memory: one segment slot. */
+typedef struct dsm_control_item
+{
+	dsm_handle handle;   /* handle of the segment in this slot (valid when refcnt > 0) */
+	uint32_t refcnt;     /* 2+ active (mappings + pin + 1), 1 moribund (being created or destroyed), 0 free */
+	uint32_t pinned;     /* 1 if dsm_pin_segment() holds a reference for the cluster */
+	uint32_t generation; /* bumped on every reuse; the handle's high bits; never 0 once used */
+	int32_t busy;        /* while refcnt is 1: backend index creating or destroying it, or DSM_BUSY_* */
+	uint32_t next_free;  /* while refcnt is 0: next free slot, DSM_NO_SLOT at the end */
+	uint64_t size;       /* bytes, as created or last resized */
+	uint64_t ctime;      /* creation time, seconds since the epoch */
+} dsm_control_item;
+
+/* Shared memory: one backend slot. */
+typedef struct dsm_control_backend
+{
+	int32_t pid;         /* process id; 0 until known */
+	uint32_t state;      /* DSM_BACKEND_* */
+	uint64_t start_time; /* process start time (/proc/<pid>/stat field 22), 0 until known */
+	uint32_t joined;     /* 1 if it came through backend_join(), 0 if spawned */
+	uint32_t nrefs;      /* bits set in its reference bitmap (segments it maps) */
+} dsm_control_backend;
+
+/*
+ * Shared memory: the control segment's header.  It is followed, at the
+ * offsets it records, by maxitems items, max_backends backend slots, and
+ * max_backends reference bitmaps of bitmap_words 32-bit words each (bit i
+ * of backend b's bitmap: b maps slot i).
+ */
+typedef struct dsm_control_header
+{
+	uint32_t magic;                 /* DSM_CONTROL_MAGIC, written last at creation */
+	uint32_t version;               /* DSM_CONTROL_VERSION */
+	uint64_t total_size;            /* bytes used, as computed by dsm_control_bytes_needed() */
+	uint32_t maxitems;              /* segment slots */
+	uint32_t max_backends;          /* backend slots */
+	uint32_t slot_bits;             /* low handle bits that hold the slot index */
+	uint32_t bitmap_words;          /* 32-bit words in one backend's reference bitmap */
+	uint32_t item_offset;           /* offset of item[0] */
+	uint32_t backend_offset;        /* offset of backend[0] */
+	uint32_t refs_offset;           /* offset of the first reference bitmap */
+	uint32_t cluster_id;            /* dsm_impl_cluster_id() of the cluster */
+	uint32_t freelist_head;         /* first free slot, DSM_NO_SLOT if none */
+	uint32_t nfree;                 /* slots on the free list */
+	int32_t supervisor_pid;         /* the supervisor's pid */
+	uint32_t impl;                  /* DSM_IMPL_* of the cluster */
+	uint64_t supervisor_start_time; /* the supervisor's start time (see backend.start_time) */
+	uint64_t repairs;               /* times a dead lock holder's update was rolled back */
+	pthread_mutex_t lock;           /* robust, process-shared; protects everything below and above */
+	dsm_control_intent intent;      /* undo log of the update in progress */
+} dsm_control_header;
+
+/*
+ * Process-local: what this process knows of its cluster.  Set by
+ * supervisor_startup(), supervisor_spawn_backend() (in the child) and
+ * backend_join(); reset by dsm_local_reset().
+ */
+extern DsmkitRole dsm_role;              /* this process's role */
+extern int dsm_backend_index;            /* our backend slot, -1 if none */
+extern dsm_control_header *dsm_control;  /* mapping of the control segment, or NULL */
+extern dsm_handle dsm_control_handle;    /* its handle */
+extern size_t dsm_control_mapped_size;   /* its mapped size */
+extern void *dsm_control_impl_private;   /* dsm_impl_op() private data for it */
+extern const char *dsm_cluster_directory; /* the cluster directory (TopMemoryContext copy), or NULL */
+
+/* Bytes a control segment with these dimensions needs. */
+size_t dsm_control_bytes_needed(uint32_t maxitems, uint32_t max_backends);
+/* The slot bits for maxitems slots (the all-ones slot value stays free for the control segment). */
+uint32_t dsm_control_slot_bits(uint32_t maxitems);
+/* Fill a freshly created, zeroed control segment; the magic is written last. */
+void dsm_control_init(dsm_control_header *control, size_t size, uint32_t maxitems,
+					  uint32_t max_backends, uint32_t cluster_id, uint32_t impl);
+/* True if control (mapped_size bytes) can be trusted: magic, version, sizes, counts, offsets. */
+bool dsm_control_segment_sane(const dsm_control_header *control, size_t mapped_size);
+
+/* Lock/unlock the control segment (repairs it after a dead holder).  false only if locking failed (reported at elevel < ERROR). */
+bool dsm_control_lock(int elevel);
+void dsm_control_unlock(void);
+
+/* Destroy every segment the control segment lists (shutdown and crash cleanup); never raises. */
+void dsm_control_destroy_all(dsm_control_header *control, int elevel);
+
+/* Accessors. */
+dsm_control_item *dsm_control_items(dsm_control_header *control);
+dsm_control_backend *dsm_control_backends(dsm_control_header *control);
+
+/*
+ * Backend slots.  dsm_backend_reserve() takes a free slot for a spawned
+ * (joined false: state STARTING) or joining (joined true: state RUNNING,
+ * our pid) backend; returns -1 if none is free.  dsm_backend_set_running()
+ * is the spawned child's half.  dsm_backend_reclaim() drops every
+ * reference a (dead) backend holds, finishes segments it was creating or
+ * destroying, destroys segments left with no reference, and frees the
+ * slot; returns the number of references dropped.  Never raise.
+ */
+int dsm_backend_reserve(bool joined);
+void dsm_backend_set_pid(int index, pid_t pid);
+void dsm_backend_set_running(int index);
+int dsm_backend_reclaim(int index);
+
+/* This process becomes backend index (after fork or join): local tables, exit hook. */
+void dsm_backend_attach_local(int index, bool joined);
+/* Forget all process-local dsm state (the child after fork, before becoming a backend). */
+void dsm_local_reset(void);
+
+/* Process start time (field 22 of /proc/<pid>/stat); 0 if the process does not exist. */
+uint64_t dsm_process_start_time(pid_t pid);
+/* True if pid runs and (when start_time != 0) started at start_time. */
+bool dsm_process_alive(pid_t pid, uint64_t start_time);
+
+/*
+ * The state file ("dsmkit.state"), parsed.  dsm_read_state_file() returns
+ * false (with a LOG line naming the problem when it is not just missing)
+ * if the file is missing, empty, truncated or garbage; it never raises.
+ */
+typedef struct dsm_state_info
+{
+	int impl;                  /* DSM_IMPL_* */
+	dsm_handle control_handle; /* the control segment (never 0) */
+	uint32_t cluster_id;       /* cluster id the supervisor computed */
+	uint32_t maxitems;         /* segment slots */
+	uint32_t max_backends;     /* backend slots */
+	pid_t supervisor_pid;      /* the supervisor */
+	uint64_t supervisor_start; /* its start time */
+} dsm_state_info;
+
+bool dsm_read_state_file(const char *directory, dsm_state_info *info);
+
+#endif /* DSMKIT_DSM_INT_H */
