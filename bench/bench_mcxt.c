@@ -5,6 +5,7 @@
  * repetition (median of BENCH_REPS repetitions):
  *   - palloc/pfree of 64 bytes, one chunk live at a time, in a context made
  *     with ALLOCSET_DEFAULT_SIZES; floor: malloc/free of 64 bytes.
+ *   - the same in a context made with initBlockSize 0 (no talloc pool).
  *   - the same with 100 chunks live (allocate 100, free them in order).
  *   - talloc_size/talloc_free of 64 bytes under a plain talloc context;
  *     floor: malloc/free.
@@ -172,11 +173,13 @@ main(int argc, char **argv)
 	const char *results = argc > 1 ? argv[1] : NULL;
 	double pal[BENCH_REPS], mal[BENCH_REPS], tal[BENCH_REPS], mal2[BENCH_REPS];
 	double pb[BENCH_REPS], mb[BENCH_REPS], rs[BENCH_REPS], pf[BENCH_REPS];
-	MemoryContext ctx;
+	double np[BENCH_REPS], mal3[BENCH_REPS];
+	MemoryContext ctx, nopool;
 	void *tctx;
 
 	MemoryContextInit();
 	ctx = AllocSetContextCreate(TopMemoryContext, "bench", ALLOCSET_DEFAULT_SIZES);
+	nopool = AllocSetContextCreate(TopMemoryContext, "bench no pool", 0, 0, 0);
 	tctx = talloc_new(NULL);
 
 	/* Warm up the allocators once. */
@@ -190,6 +193,8 @@ main(int argc, char **argv)
 		pal[r] = time_palloc_pairs(ctx);
 		mal2[r] = time_malloc_pairs();
 		tal[r] = time_talloc_pairs(tctx);
+		mal3[r] = time_malloc_pairs();
+		np[r] = time_palloc_pairs(nopool);
 		mb[r] = time_malloc_batches();
 		pb[r] = time_palloc_batches(ctx);
 		rs[r] = time_reset(ctx);
@@ -198,6 +203,8 @@ main(int argc, char **argv)
 
 	bench_report(results, "W5 palloc/pfree 64B", bench_median(pal, BENCH_REPS),
 				 bench_median(mal, BENCH_REPS));
+	bench_report(results, "W5 palloc/pfree 64B (no pool)", bench_median(np, BENCH_REPS),
+				 bench_median(mal3, BENCH_REPS));
 	bench_report(results, "W5 palloc/pfree 64B (100 live)", bench_median(pb, BENCH_REPS),
 				 bench_median(mb, BENCH_REPS));
 	bench_report(results, "W5 talloc/talloc_free 64B", bench_median(tal, BENCH_REPS),
@@ -205,6 +212,7 @@ main(int argc, char **argv)
 	bench_report(results, "W5 MemoryContextReset 1M chunks (per chunk)", bench_median(rs, BENCH_REPS),
 				 bench_median(pf, BENCH_REPS));
 
+	MemoryContextDelete(nopool);
 	MemoryContextDelete(ctx);
 	talloc_free(tctx);
 	return 0;

@@ -817,6 +817,9 @@ dsm_process_start_time(pid_t pid)
 	if (p == NULL)
 		return 0;
 	p++;
+	/* Field 3 is the state: a zombie (Z) or dead (X) process no longer runs. */
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return 0;
 	/* Fields 3..22 follow; skip 19 of them to reach field 22. */
 	for (int field = 3; field < 22; field++)
 	{
@@ -830,8 +833,9 @@ dsm_process_start_time(pid_t pid)
 }
 
 /*
- * True if process pid exists and is not a zombie-reused impostor: when
- * start_time is nonzero, its start time must match.  Never raises.
+ * True if process pid runs (a zombie does not) and, when start_time is
+ * nonzero, started at start_time, so a reused pid is not mistaken for the
+ * process we knew.  Never raises.
  */
 bool
 dsm_process_alive(pid_t pid, uint64_t start_time)
@@ -1461,6 +1465,7 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 	bool live = (control == dsm_control);
 	dsm_control_item *items = dsm_control_items(control);
 	uint32_t maxitems = control->maxitems;
+	uint32_t destroyed = 0;
 
 	if (live && !dsm_control_lock(WARNING))
 		live = false;
@@ -1474,7 +1479,7 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 
 		if (refcnt == 0)
 			continue;
-		if (i == maxitems / 2)
+		if (destroyed++ == 1)
 			(void) INJECTION_POINT("supervisor-shutdown-mid");
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));

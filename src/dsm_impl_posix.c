@@ -149,6 +149,13 @@ restore_size(int fd, const char *name, off_t size)
 		ereport((elevel), dsm_impl_errcode(err), errmsg(__VA_ARGS__)); \
 	} while (0)
 
+/*
+ * CREATE: a new object of size bytes, reserved and mapped.  A taken name
+ * returns false with no report (a planted symbolic link is reported).  On
+ * any other failure the descriptor is closed and the half-made object
+ * removed before the report at elevel.  The descriptor is closed on success
+ * too; the mapping is the caller's, released by DETACH or DESTROY.
+ */
 static bool
 fd_create(const dsm_impl_fd_ops *ops, const char *name, size_t size, void **mapped_address,
 		  size_t *mapped_size, int elevel)
@@ -215,6 +222,11 @@ fd_create(const dsm_impl_fd_ops *ops, const char *name, size_t size, void **mapp
 	return true;
 }
 
+/*
+ * ATTACH: map the existing object, its whole current size.  If the caller
+ * already maps it (dsm_remap), the new mapping is made first and the old one
+ * dropped after, so a failure leaves the old mapping as it was.
+ */
 static bool
 fd_attach(const dsm_impl_fd_ops *ops, const char *name, void **mapped_address,
 		  size_t *mapped_size, int elevel)
@@ -271,6 +283,10 @@ fd_attach(const dsm_impl_fd_ops *ops, const char *name, void **mapped_address,
 	return true;
 }
 
+/*
+ * DETACH: unmap; nothing to do when not mapped.  On failure the mapping is
+ * still there and the outputs are unchanged.
+ */
 static bool
 fd_detach(const char *name, void **mapped_address, size_t *mapped_size, int elevel)
 {
@@ -360,6 +376,11 @@ fd_resize(const dsm_impl_fd_ops *ops, const char *name, size_t size, void **mapp
 	return true;
 }
 
+/*
+ * DESTROY: unmap if mapped, then remove the name.  A missing name is
+ * reported at elevel like any failure.  If the removal fails after the
+ * unmap, the outputs already say "not mapped".
+ */
 static bool
 fd_destroy(const dsm_impl_fd_ops *ops, const char *name, void **mapped_address,
 		   size_t *mapped_size, int elevel)

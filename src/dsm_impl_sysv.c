@@ -99,6 +99,11 @@ lookup(uint32_t key)
 	return shmget_retry((key_t) key, 0, 0);
 }
 
+/*
+ * CREATE: shmget with IPC_CREAT|IPC_EXCL, then shmat.  A taken (or unusable)
+ * key returns false with no report; a failed attach removes the new segment
+ * before reporting.  The shmid goes to *impl_private.
+ */
 static bool
 sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
 			void **mapped_address, size_t *mapped_size, int elevel)
@@ -139,6 +144,10 @@ sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
 	return true;
 }
 
+/*
+ * ATTACH: look the key up, learn the size with IPC_STAT, shmat.  A mapped
+ * segment (dsm_remap) is attached anew before the old attachment is dropped.
+ */
 static bool
 sysv_attach(uint32_t key, const char *name, void **impl_private, void **mapped_address,
 			size_t *mapped_size, int elevel)
@@ -183,6 +192,7 @@ sysv_attach(uint32_t key, const char *name, void **impl_private, void **mapped_a
 	return true;
 }
 
+/* DETACH: shmdt; nothing to do when not mapped.  Forgets the shmid. */
 static bool
 sysv_detach(const char *name, void **impl_private, void **mapped_address, size_t *mapped_size,
 			int elevel)
@@ -200,6 +210,11 @@ sysv_detach(const char *name, void **impl_private, void **mapped_address, size_t
 	return true;
 }
 
+/*
+ * DESTROY: detach if mapped, then IPC_RMID (by the remembered shmid, or by
+ * looking the key up).  Processes still attached keep their mapping; the
+ * key is released at once.
+ */
 static bool
 sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_address,
 			 size_t *mapped_size, int elevel)

@@ -254,12 +254,13 @@ mcxt_alloc(MemoryContext context, Size size, int flags)
 }
 
 /*
- * Create a context object (not yet linked anywhere) and raise ERROR out
- * of memory.  It is allocated outside any parent pool so that a child
- * context never pins its parent's reserved block.
+ * Create a context object below parent (NULL: a root), or return NULL out
+ * of memory.  It is allocated outside any parent pool and then moved
+ * below the parent, so that a child context never pins its parent's
+ * reserved block.
  */
 static MemoryContext
-mcxt_new(const char *name, Size initBlockSize, MemoryContext parent)
+mcxt_try_new(const char *name, Size initBlockSize, MemoryContext parent)
 {
 	MemoryContext context;
 
@@ -269,8 +270,7 @@ mcxt_new(const char *name, Size initBlockSize, MemoryContext parent)
 	else
 		context = talloc_named_const(NULL, sizeof(struct MemoryContextData), mcxt_context_name);
 	if (context == NULL)
-		ereport(ERROR, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
-				errdetail("Failed while creating memory context \"%s\".", name));
+		return NULL;
 	memset(context, 0, sizeof *context);
 	context->magic = MCXT_MAGIC;
 	context->pooled = initBlockSize > 0;
@@ -285,6 +285,18 @@ mcxt_new(const char *name, Size initBlockSize, MemoryContext parent)
 			parent->firstchild->prevchild = context;
 		parent->firstchild = context;
 	}
+	return context;
+}
+
+/* mcxt_try_new, raising ERROR out of memory. */
+static MemoryContext
+mcxt_new(const char *name, Size initBlockSize, MemoryContext parent)
+{
+	MemoryContext context = mcxt_try_new(name, initBlockSize, parent);
+
+	if (context == NULL)
+		ereport(ERROR, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
+				errdetail("Failed while creating memory context \"%s\".", name));
 	return context;
 }
 
@@ -306,11 +318,12 @@ mcxt_unlink(MemoryContext context)
 	context->parent = NULL;
 }
 
-/* Create ErrorContext under TopMemoryContext, with its reserve. */
-static void
+/* Create ErrorContext under TopMemoryContext, with its reserve; false out of memory. */
+static bool
 mcxt_create_error_context(void)
 {
-	ErrorContext = mcxt_new("ErrorContext", ERROR_CONTEXT_RESERVE, TopMemoryContext);
+	ErrorContext = mcxt_try_new("ErrorContext", ERROR_CONTEXT_RESERVE, TopMemoryContext);
+	return ErrorContext != NULL;
 }
 
 /*
@@ -326,24 +339,18 @@ MemoryContextInit(void)
 {
 	if (TopMemoryContext != NULL || mcxt_initializing)
 		return;
+	/* Stays set if we fail, so the FATAL report cannot recurse into here. */
 	mcxt_initializing = true;
 	talloc_set_abort_fn(mcxt_talloc_abort);
-	TopMemoryContext = _talloc_pooled_object(NULL, sizeof(struct MemoryContextData),
-											 mcxt_context_name, 0, ALLOCSET_DEFAULT_INITSIZE);
+	TopMemoryContext = mcxt_try_new("TopMemoryContext", ALLOCSET_DEFAULT_INITSIZE, NULL);
 	if (TopMemoryContext == NULL)
-	{
-		mcxt_initializing = false;
 		ereport(FATAL, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
 				errdetail("Failed while creating memory context \"TopMemoryContext\"."));
-	}
-	memset(TopMemoryContext, 0, sizeof *TopMemoryContext);
-	TopMemoryContext->magic = MCXT_MAGIC;
-	TopMemoryContext->pooled = true;
-	TopMemoryContext->name = "TopMemoryContext";
-	talloc_set_destructor(TopMemoryContext, mcxt_destructor);
 	CurrentMemoryContext = TopMemoryContext;
+	if (!mcxt_create_error_context())
+		ereport(FATAL, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
+				errdetail("Failed while creating memory context \"ErrorContext\"."));
 	mcxt_initializing = false;
-	mcxt_create_error_context();
 }
 
 /*
@@ -497,8 +504,10 @@ MemoryContextReset(MemoryContext context)
 	mcxt_delete_children(context);
 	mcxt_call_callbacks(context);
 	mcxt_free_chunks(context);
-	if (context == TopMemoryContext && ErrorContext == NULL)
-		mcxt_create_error_context();
+	if (context == TopMemoryContext && ErrorContext == NULL && !mcxt_create_error_context())
+		ereport(WARNING, errcode(ERRCODE_OUT_OF_MEMORY),
+				errmsg("could not re-create memory context \"ErrorContext\""),
+				errdetail("Out of memory after resetting TopMemoryContext."));
 }
 
 /*

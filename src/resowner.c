@@ -216,16 +216,15 @@ hash_reserve(ResourceOwner owner, size_t needed)
 		return;
 
 	/*
-	 * Allocated outside any talloc pool the owner may live in (the table can
-	 * be large and outlive its neighbours), then hung below the owner.
+	 * A talloc child of the owner, so that it goes with the owner and counts
+	 * against any talloc memory limit of the owner's context.
 	 */
-	newtable = talloc_zero_array(NULL, ResourceElem, newcap);
+	newtable = talloc_zero_array(owner, ResourceElem, newcap);
 	if (newtable == NULL)
 		ereport(ERROR, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
 				errdetail("Failed on request of size %zu in resource owner \"%s\".",
 						  newcap * sizeof(ResourceElem), owner->name));
 	talloc_set_name_const(newtable, "ResourceOwner hash");
-	(void) talloc_steal(owner, newtable);
 
 	for (size_t i = 0; i < owner->hash_capacity; i++)
 		if (owner->hash[i].kind != NULL)
@@ -294,15 +293,18 @@ unlink_child(ResourceOwner owner)
 /*
  * Report the error being handled (caught by a release loop) as a WARNING
  * and flush it.  what names the thing that failed.  The memory context is
- * put back to oldcxt first, because the failed code may have switched it.
+ * put back to oldcxt, because the failed code may have switched it; the
+ * copy of the error is made in TopMemoryContext and freed at once, since
+ * the current context may be the one whose deletion is releasing us.
  */
 static void
 report_release_failure(ResourceOwner owner, MemoryContext oldcxt, const char *what)
 {
 	ErrorData *edata;
 
-	MemoryContextSwitchTo(oldcxt);
+	MemoryContextSwitchTo(TopMemoryContext);
 	edata = CopyErrorData();
+	MemoryContextSwitchTo(oldcxt);
 	FlushErrorState();
 	ereport(WARNING, errcode(edata->sqlerrcode),
 			errmsg("could not release %s of resource owner \"%s\"", what, owner->name),
@@ -465,6 +467,13 @@ release_internal(ResourceOwner owner, ResourceReleasePhase phase, bool isCommit,
 	CurrentResourceOwner = owner;
 	while (!owner_is_empty(owner) && release_phase_pass(owner, phase, isCommit))
 		;
+	/* A big table that emptied goes back to the system (never fails). */
+	if (owner->hash != NULL && owner->nhash == 0 && owner->narr == 0)
+	{
+		talloc_free(owner->hash);
+		owner->hash = NULL;
+		owner->hash_capacity = 0;
+	}
 	if (release_callbacks != NULL)
 		call_release_callbacks(owner, phase, isCommit, isTopLevel);
 	CurrentResourceOwner = save;

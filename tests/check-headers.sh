@@ -12,7 +12,7 @@ for h in "$top_srcdir"/include/dsmkit.h "$top_srcdir"/include/dsmkit/*.h "$top_b
 		*/dsmkit.h) name=dsmkit.h ;;
 		*) name=dsmkit/$(basename "$h") ;;
 	esac
-	if grep -q 'config\.h' "$h"; then
+	if grep -q '^#[[:space:]]*include.*config\.h' "$h"; then
 		echo "FAIL: $name includes config.h" >&2
 		status=1
 	fi

@@ -955,7 +955,7 @@ START_TEST(test_injected_errnos)
 			}
 			if (s.addr != NULL)
 				ck_assert_int_eq(((unsigned char *) s.addr)[s.size - 1], 0x5c);
-			ck_assert_int_eq(count_segments(c->impl, dir), c->exists ? 1 : 0);
+			ck_assert_int_eq(count_segments(c->impl, dir), (c->exists ? 1 : 0));
 			if (c->exists)
 				ck_assert_int_eq(segment_size(h), INJ_SIZE);
 		}

@@ -350,6 +350,67 @@ START_TEST(test_remember_without_enlarge)
 }
 END_TEST
 
+/* Enlarge+Remember values 1, 2, ... until Enlarge fails; returns how many were remembered. */
+static int
+fill_until_error(ResourceOwner o, int limit, Caught *e)
+{
+	volatile int remembered = 0;
+
+	PG_TRY();
+	{
+		for (int i = 1; i <= limit; i++)
+		{
+			ResourceOwnerEnlarge(o);
+			ResourceOwnerRemember(o, (Datum) i, &kind_x);
+			remembered = i;
+		}
+	}
+	PG_CATCH();
+	{
+		catch_into(e);
+	}
+	PG_END_TRY();
+	return remembered;
+}
+
+START_TEST(test_enlarge_out_of_memory)
+{
+	MemoryContext ctx;
+	ResourceOwner o;
+	Caught e;
+	int n;
+
+	TU_TEST_BEGIN();
+	count_x = 0;
+	sum_x = 0;
+	/* A context without a pool, limited so that the hash table cannot grow far. */
+	ctx = AllocSetContextCreate(TopMemoryContext, "limited", 0, 0, 0);
+	o = ResourceOwnerCreateInContext(ctx, NULL, "starved");
+	/* talloc's memory limit is deprecated, but it is the simplest way to make one subtree run out. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	ck_assert_int_eq(talloc_set_memlimit(ctx, 4096), 0);
+#pragma GCC diagnostic pop
+	memset(&e, 0, sizeof e);
+	n = fill_until_error(o, 100000, &e);
+	ck_assert_int_gt(n, 16);
+	ck_assert_int_lt(n, 100000);
+	ck_assert_int_eq(e.code, ERRCODE_OUT_OF_MEMORY);
+	ck_assert_str_eq(e.message, "out of memory");
+	ck_assert_msg(strstr(e.detail, "in resource owner \"starved\"") != NULL, "detail: %s", e.detail);
+
+	/* The failed Enlarge changed nothing: all n are still there and forgettable. */
+	ResourceOwnerForget(o, (Datum) 1, &kind_x);
+	ResourceOwnerForget(o, (Datum) n, &kind_x);
+	ResourceOwnerReleaseAll(o, false);
+	ck_assert_uint_eq(count_x, (size_t) n - 2);
+	ck_assert_uint_eq(sum_x, (uint64_t) n * (n + 1) / 2 - 1 - (uint64_t) n);
+	ResourceOwnerDelete(o);
+	MemoryContextDelete(ctx);
+	TU_TEST_END();
+}
+END_TEST
+
 START_TEST(test_delete_unreleased)
 {
 	ResourceOwner p, c;
@@ -962,6 +1023,7 @@ resowner_suite(void)
 	tcase_add_test(tc, test_leak_warnings);
 	tcase_add_test(tc, test_forget_unknown);
 	tcase_add_test(tc, test_remember_without_enlarge);
+	tcase_add_test(tc, test_enlarge_out_of_memory);
 	tcase_add_test(tc, test_delete_unreleased);
 	tcase_add_test(tc, test_release_during_release);
 	tcase_add_test(tc, test_release_error_continues);

@@ -1,2 +1,990 @@
-/* check_supervisor.c: placeholder until the suite is written. */
-int main(void) { return 77; }
+/*
+ * check_supervisor.c: tests of the supervisor, backends, crash cleanup and
+ * crash recovery (supervisor.h, and dsm.h's consistency check).
+ *
+ * As in check_dsm.c, a test forks a supervisor process that starts a
+ * cluster in a fresh directory and spawns backends that talk through
+ * pipes; the test asserts the supervisor's exit status and that nothing of
+ * the cluster is left.  Crash tests kill processes with SIGKILL (directly
+ * or through injection points) and then show that supervisor_reap() or the
+ * next supervisor_startup() removes every leftover, and that the control
+ * segment passes dsm_control_check().
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <dsmkit.h>
+
+#include "testutil.h"
+
+#define DONE 0x600du
+
+static const int impls[] = {DSM_IMPL_POSIX, DSM_IMPL_SYSV, DSM_IMPL_MMAP};
+static const int fd_impls[] = {DSM_IMPL_POSIX, DSM_IMPL_MMAP};
+
+static struct
+{
+	const char *dir;
+	int impl;
+	tu_pipe to_a;    /* -> backend A */
+	tu_pipe to_b;    /* -> backend B */
+	tu_pipe to_sup;  /* -> supervisor */
+	tu_pipe to_test; /* -> the test process */
+	tu_pipe bytes;   /* single bytes from INJECTION_WAIT */
+} ctx;
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static void
+open_pipes(void)
+{
+	tu_pipe_open(&ctx.to_a);
+	tu_pipe_open(&ctx.to_b);
+	tu_pipe_open(&ctx.to_sup);
+	tu_pipe_open(&ctx.to_test);
+	tu_pipe_open(&ctx.bytes);
+}
+
+static void
+close_pipes(void)
+{
+	tu_pipe_close(&ctx.to_a);
+	tu_pipe_close(&ctx.to_b);
+	tu_pipe_close(&ctx.to_sup);
+	tu_pipe_close(&ctx.to_test);
+	tu_pipe_close(&ctx.bytes);
+}
+
+static void
+read_byte(int fd)
+{
+	char c;
+	ssize_t n;
+
+	do
+		n = read(fd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	ck_assert_int_eq(n, 1);
+}
+
+static void
+print_problem(const char *problem, void *arg)
+{
+	(void) arg;
+	fprintf(stderr, "consistency problem: %s\n", problem);
+}
+
+static int
+check_cluster(void)
+{
+	return dsm_control_check(NULL, print_problem, NULL);
+}
+
+static bool
+seg_exists(dsm_handle h)
+{
+	char name[4096];
+	struct stat st;
+
+	dsm_impl_segment_name(h, name, sizeof name);
+	switch (dsm_impl_current())
+	{
+		case DSM_IMPL_POSIX:
+		{
+			char path[4200];
+
+			snprintf(path, sizeof path, "/dev/shm%s", name);
+			return stat(path, &st) == 0;
+		}
+		case DSM_IMPL_MMAP:
+			return stat(name, &st) == 0;
+		default:
+		{
+			unsigned int key;
+
+			ck_assert(sscanf(name, "key 0x%x", &key) == 1);
+			return shmget((key_t) key, 0, 0) >= 0;
+		}
+	}
+}
+
+/* Operating-system objects of the cluster (segments, and files for mmap). */
+static int
+count_leftovers(void)
+{
+	return tu_count_posix_segments(ctx.dir) + tu_count_sysv_segments(ctx.dir) +
+		tu_count_dir_entries(ctx.dir);
+}
+
+#define EXPECT_ERROR(stmt, code, substr) \
+	do { \
+		volatile bool raised_ = false; \
+		MemoryContext mc_ = CurrentMemoryContext; \
+		PG_TRY(); \
+		{ \
+			stmt; \
+		} \
+		PG_CATCH(); \
+		{ \
+			ErrorData *ed_; \
+			MemoryContextSwitchTo(mc_); \
+			ed_ = CopyErrorData(); \
+			FlushErrorState(); \
+			raised_ = true; \
+			ck_assert_msg(strstr(ed_->message, (substr)) != NULL, "message: %s", ed_->message); \
+			if ((code) != 0) \
+				ck_assert_msg(ed_->sqlerrcode == (code), "code %s for: %s", \
+							  unpack_sql_state(ed_->sqlerrcode), ed_->message); \
+			FreeErrorData(ed_); \
+		} \
+		PG_END_TRY(); \
+		ck_assert_msg(raised_, "no ERROR from %s", #stmt); \
+	} while (0)
+
+static void
+start_supervisor(void)
+{
+	DsmkitConfig config = {ctx.dir, ctx.impl, 0, 0};
+
+	supervisor_startup(&config);
+}
+
+static void
+finish_supervisor(void)
+{
+	while (supervisor_reap(true) > 0)
+		;
+	ck_assert_int_eq(check_cluster(), 0);
+	proc_exit(0);
+}
+
+static void
+run_supervisor_fn(void *arg)
+{
+	void (*fn)(void) = (void (*)(void)) arg;
+
+	start_supervisor();
+	fn();
+	finish_supervisor();
+}
+
+/* A supervisor that starts (cleaning up whatever is there) and leaves at once. */
+static void
+clean_start_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	ck_assert_int_eq(check_cluster(), 0);
+	proc_exit(0);
+}
+
+static void
+begin_cluster(int impl)
+{
+	ctx.dir = tu_cluster_dir();
+	ctx.impl = impl;
+	open_pipes();
+}
+
+static void
+end_cluster(void)
+{
+	close_pipes();
+	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
+	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 0);
+	tu_remove_cluster_dir(ctx.dir);
+}
+
+static void
+run_cluster(int impl, void (*supervisor_fn)(void))
+{
+	begin_cluster(impl);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(run_supervisor_fn, (void *) supervisor_fn)), 0);
+	end_cluster();
+}
+
+static void
+write_file(const char *name, const char *content, size_t len)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", ctx.dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, content, len), (ssize_t) len);
+	close(fd);
+}
+
+/* ---- configuration and roles ------------------------------------------------ */
+
+static void
+validation_fn(void *arg)
+{
+	DsmkitConfig bad_impl = {ctx.dir, 99, 0, 0};
+	DsmkitConfig no_dir = {NULL, 0, 0, 0};
+	DsmkitConfig missing = {"/nonexistent/dsmkit-test-dir", 0, 0, 0};
+	DsmkitConfig not_dir = {"/dev/null", 0, 0, 0};
+	DsmkitConfig neg = {ctx.dir, 0, -1, 0};
+	DsmkitConfig neg_segs = {ctx.dir, 0, 0, -5};
+
+	(void) arg;
+	EXPECT_ERROR(supervisor_startup(&bad_impl), ERRCODE_INVALID_PARAMETER_VALUE,
+				 "invalid dynamic shared memory implementation 99");
+	EXPECT_ERROR(supervisor_startup(&no_dir), ERRCODE_INVALID_PARAMETER_VALUE, "directory");
+	EXPECT_ERROR(supervisor_startup(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "directory");
+	EXPECT_ERROR(supervisor_startup(&missing), 0, "/nonexistent/dsmkit-test-dir");
+	EXPECT_ERROR(supervisor_startup(&not_dir), ERRCODE_INVALID_PARAMETER_VALUE, "not a directory");
+	EXPECT_ERROR(supervisor_startup(&neg), ERRCODE_INVALID_PARAMETER_VALUE, "max_backends");
+	EXPECT_ERROR(supervisor_startup(&neg_segs), ERRCODE_INVALID_PARAMETER_VALUE, "max_segments");
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	ck_assert_int_eq(count_leftovers(), 0);
+	/* Backend functions outside a cluster. */
+	EXPECT_ERROR(supervisor_spawn_backend(NULL, 0), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				 "not the supervisor");
+	EXPECT_ERROR(supervisor_reap(false), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				 "not the supervisor");
+	EXPECT_ERROR(backend_join(ctx.dir), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				 "no supervisor is running");
+	/* A good start after the failures; a second call is refused. */
+	start_supervisor();
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_SUPERVISOR);
+	EXPECT_ERROR(start_supervisor(), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "already a supervisor");
+	EXPECT_ERROR(backend_join(ctx.dir), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				 "already a supervisor");
+	ck_assert_int_eq(supervisor_reap(false), 0);
+	proc_exit(0);
+}
+
+START_TEST(test_validation)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(DSM_IMPL_POSIX);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(validation_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- lock file ---------------------------------------------------------------- */
+
+static void
+sup1_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	tu_pipe_send(&ctx.to_test, (uint32_t) getpid());
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	proc_exit(0);
+}
+
+static void
+sup2_fn(void *arg)
+{
+	char pidstr[32];
+	volatile bool raised = false;
+
+	snprintf(pidstr, sizeof pidstr, "%u", (unsigned) (uintptr_t) arg);
+	PG_TRY();
+	{
+		start_supervisor();
+	}
+	PG_CATCH();
+	{
+		ErrorData *ed;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		ed = CopyErrorData();
+		FlushErrorState();
+		ck_assert_msg(strstr(ed->message, "supervisor already running in") != NULL, "%s",
+					  ed->message);
+		ck_assert_msg(strstr(ed->message, ctx.dir) != NULL, "%s", ed->message);
+		ck_assert_int_eq(ed->sqlerrcode, ERRCODE_OBJECT_IN_USE);
+		ck_assert_ptr_nonnull(ed->detail);
+		ck_assert_msg(strstr(ed->detail, pidstr) != NULL, "%s", ed->detail);
+		FreeErrorData(ed);
+		raised = true;
+	}
+	PG_END_TRY();
+	ck_assert(raised);
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	/* The live supervisor's files are untouched. */
+	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 2);
+	proc_exit(0);
+}
+
+START_TEST(test_second_supervisor_refused)
+{
+	pid_t sup1;
+	uint32_t pid1;
+
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	sup1 = tu_fork(sup1_fn, NULL);
+	pid1 = tu_pipe_recv(&ctx.to_test);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(sup2_fn, (void *) (uintptr_t) pid1)), 0);
+	tu_pipe_send(&ctx.to_sup, DONE);
+	ck_assert_int_eq(tu_wait_exit_code(sup1), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+START_TEST(test_stale_lock_file)
+{
+	char buf[64];
+	int n;
+
+	TU_TEST_BEGIN();
+	begin_cluster(DSM_IMPL_POSIX);
+	/* A live pid (ours) with another start time: a reused pid, so stale. */
+	n = snprintf(buf, sizeof buf, "%d\n1\n", (int) getpid());
+	write_file("dsmkit.pid", buf, (size_t) n);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	/* Garbage is stale too. */
+	write_file("dsmkit.pid", "garbage", 7);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- kill everything, then restart ----------------------------------------- */
+
+static void
+victim_a(Datum arg)
+{
+	dsm_segment *s1 = dsm_create(4096, 0);
+	dsm_segment *s2 = dsm_create(8192, 0);
+	dsm_segment *s3 = dsm_create(4096, 0);
+
+	(void) arg;
+	*(uint32_t *) dsm_segment_address(s1) = 0xfeedface;
+	dsm_pin_segment(s2);
+	dsm_detach(s2);
+	dsm_keep_mapping(s3);
+	tu_pipe_send(&ctx.to_b, dsm_segment_handle(s1));
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s1));
+	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
+}
+
+static void
+victim_b(Datum arg)
+{
+	dsm_segment *s = dsm_attach(tu_pipe_recv(&ctx.to_b));
+
+	(void) arg;
+	ck_assert_ptr_nonnull(s);
+	tu_pipe_send(&ctx.to_sup, 1);
+	(void) tu_pipe_recv(&ctx.to_b); /* until killed */
+}
+
+static void
+victims_fn(void *arg)
+{
+	pid_t a;
+	pid_t b;
+
+	(void) arg;
+	start_supervisor();
+	a = supervisor_spawn_backend(victim_a, 0);
+	b = supervisor_spawn_backend(victim_b, 0);
+	(void) tu_pipe_recv(&ctx.to_sup);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	tu_pipe_send(&ctx.to_test, (uint32_t) a);
+	tu_pipe_send(&ctx.to_test, (uint32_t) b);
+	(void) tu_pipe_recv(&ctx.to_sup); /* until killed */
+}
+
+/* Start a cluster with live segments and kill its supervisor and backends with SIGKILL. */
+static void
+kill_everything(void)
+{
+	pid_t sup = tu_fork(victims_fn, NULL);
+	pid_t a = (pid_t) tu_pipe_recv(&ctx.to_test);
+	pid_t b = (pid_t) tu_pipe_recv(&ctx.to_test);
+	int status;
+
+	kill(a, SIGKILL);
+	kill(b, SIGKILL);
+	kill(sup, SIGKILL);
+	status = tu_wait_child(sup);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* The crash left segments (3 and the control segment) and files behind. */
+	ck_assert_int_ge(count_leftovers(), 4);
+}
+
+START_TEST(test_kill_everything_then_restart)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	kill_everything();
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* With a garbage state file the control segment cannot be found: the name sweep still cleans. */
+START_TEST(test_kill_everything_garbage_state)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(fd_impls[_i]);
+	kill_everything();
+	write_file("dsmkit.state", "dsmkit-state 1 impl=posix control=", 34);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- bad state files and control segments ----------------------------------- */
+
+static const char *const bad_states[] = {
+	"",                                   /* empty */
+	"dsmkit-state 1 impl=posix control=12345 cluster=0000", /* truncated */
+	"\x01\x02garbage\xff\n",              /* garbage */
+	"0\n",                                /* the reference's format, handle 0 */
+	"dsmkit-state 9 impl=posix control=1 cluster=00000001 maxitems=1 max_backends=1 pid=1 start=1\n",
+};
+
+START_TEST(test_bad_state_file)
+{
+	TU_TEST_BEGIN();
+	for (size_t i = 0; i < sizeof bad_states / sizeof bad_states[0]; i++)
+	{
+		begin_cluster(impls[_i]);
+		write_file("dsmkit.state", bad_states[i], strlen(bad_states[i]));
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+		end_cluster();
+	}
+	TU_TEST_END();
+}
+END_TEST
+
+/* Make a "control segment" full of garbage and a valid state file naming it. */
+static void
+fake_control_fn(void *arg)
+{
+	void *priv = NULL;
+	void *addr = NULL;
+	size_t size = 0;
+	dsm_handle h = 0x1234ffffu;
+	char buf[256];
+	int n;
+
+	(void) arg;
+	dsm_impl_configure(ctx.impl, ctx.dir);
+	ck_assert(dsm_impl_op(DSM_OP_CREATE, h, 65536, &priv, &addr, &size, ERROR));
+	memset(addr, 0x5a, 65536);
+	dsm_impl_op(DSM_OP_DETACH, h, 0, &priv, &addr, &size, ERROR);
+	n = snprintf(buf, sizeof buf,
+				 "dsmkit-state 1 impl=%s control=%u cluster=%08x maxitems=264 max_backends=100 "
+				 "pid=999999 start=1\n",
+				 dsm_impl_name(ctx.impl), h, dsm_impl_cluster_id());
+	write_file("dsmkit.state", buf, (size_t) n);
+	_exit(0);
+}
+
+START_TEST(test_bad_magic_control_segment)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(fake_control_fn, NULL)), 0);
+	ck_assert_int_ge(count_leftovers(), 2);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- a backend killed while holding mappings ---------------------------------- */
+
+static void
+holder_a(Datum arg)
+{
+	dsm_segment *shared = dsm_create(4096, 0);
+	dsm_segment *mine = dsm_create(4096, 0);
+	ResourceOwner owner = ResourceOwnerCreate(NULL, "request");
+	dsm_segment *scoped;
+
+	(void) arg;
+	CurrentResourceOwner = owner;
+	scoped = dsm_create(4096, 0);
+	CurrentResourceOwner = NULL;
+	*(uint32_t *) dsm_segment_address(shared) = 0xfeedface;
+	tu_pipe_send(&ctx.to_b, dsm_segment_handle(shared));
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(mine));
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(scoped));
+	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
+}
+
+static void
+holder_b(Datum arg)
+{
+	dsm_handle h = tu_pipe_recv(&ctx.to_b);
+	dsm_segment *s = dsm_attach(h);
+	dsm_segment *t;
+
+	(void) arg;
+	ck_assert_ptr_nonnull(s);
+	tu_pipe_send(&ctx.to_sup, h);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 2); /* A was killed and reaped */
+	/* Business as usual: the data is there, new segments reuse the freed slots. */
+	ck_assert_uint_eq(*(uint32_t *) dsm_segment_address(s), 0xfeedface);
+	for (int i = 0; i < 10; i++)
+	{
+		t = dsm_create(4096, 0);
+		dsm_detach(t);
+	}
+	dsm_detach(s);
+	ck_assert(!seg_exists(h));
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+holder_supervisor(void)
+{
+	pid_t a;
+	dsm_handle mine;
+	dsm_handle scoped;
+	dsm_handle shared;
+
+	a = supervisor_spawn_backend(holder_a, 0);
+	supervisor_spawn_backend(holder_b, 0);
+	mine = tu_pipe_recv(&ctx.to_sup);
+	scoped = tu_pipe_recv(&ctx.to_sup);
+	shared = tu_pipe_recv(&ctx.to_sup);
+	ck_assert_int_eq(check_cluster(), 0);
+	kill(a, SIGKILL);
+	ck_assert_int_eq(supervisor_reap(true), 1); /* B still runs */
+	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert(!seg_exists(mine));
+	ck_assert(!seg_exists(scoped));
+	ck_assert(seg_exists(shared));
+	tu_pipe_send(&ctx.to_b, 2);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_killed_backend_reclaimed)
+{
+	TU_TEST_BEGIN();
+	run_cluster(impls[_i], holder_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- a backend killed while holding the control lock --------------------------- */
+
+static void
+locker_a(Datum arg)
+{
+	(void) arg;
+	InjectionPointAttach("dsm-control-locked", INJECTION_WAIT, ctx.bytes.wr, 0, 1);
+	(void) dsm_create(4096, 0); /* blocks with the lock held, until killed */
+	ck_abort_msg("the wait injection point returned");
+}
+
+static void
+locker_b(Datum arg)
+{
+	dsm_segment *s;
+
+	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 1); /* the lock holder is dead */
+	s = dsm_create(4096, 0);                       /* does not hang */
+	dsm_detach(s);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+locker_supervisor(void)
+{
+	pid_t a;
+
+	supervisor_spawn_backend(locker_b, 0);
+	a = supervisor_spawn_backend(locker_a, 0);
+	read_byte(ctx.bytes.rd);
+	kill(a, SIGKILL);
+	tu_pipe_send(&ctx.to_b, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_killed_lock_holder)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+		run_cluster(impls[_i], locker_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * Killed inside the lock half-way through an attach (after the refcount
+ * went up, before its reference bit was set): the next locker rolls the
+ * update back, so the counts stay exact.
+ */
+static void
+rollback_a(Datum arg)
+{
+	dsm_segment *s = dsm_create(4096, 0);
+
+	(void) arg;
+	tu_pipe_send(&ctx.to_b, dsm_segment_handle(s));
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1);
+	dsm_detach(s);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+rollback_b(Datum arg)
+{
+	dsm_handle h = tu_pipe_recv(&ctx.to_b);
+
+	(void) arg;
+	InjectionPointAttach("dsm-attach-after-refcount", INJECTION_KILL, 0, 0, 1);
+	(void) dsm_attach(h);
+	ck_abort_msg("the kill injection point returned");
+}
+
+static void
+rollback_supervisor(void)
+{
+	supervisor_spawn_backend(rollback_a, 0);
+	supervisor_spawn_backend(rollback_b, 0);
+	ck_assert_int_eq(supervisor_reap(true), 1); /* B died */
+	ck_assert_int_eq(check_cluster(), 0);
+	tu_pipe_send(&ctx.to_a, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_rollback_after_kill_in_lock)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+		run_cluster(impls[_i], rollback_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- kills at the dsm injection points ---------------------------------------- */
+
+static const char *const kill_points[] = {
+	"dsm-create-before-slot",
+	"dsm-create-after-slot",
+	"dsm-attach-after-refcount",
+	"dsm-detach-before-refcount",
+	"dsm-detach-before-destroy",
+	"dsm-control-locked",
+};
+
+static const char *kill_point;
+
+static void
+point_a(Datum arg)
+{
+	dsm_segment *s = dsm_create(4096, 0);
+
+	(void) arg;
+	tu_pipe_send(&ctx.to_b, dsm_segment_handle(s));
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1);
+	dsm_detach(s);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+point_b(Datum arg)
+{
+	dsm_handle h = tu_pipe_recv(&ctx.to_b);
+	dsm_segment *mine;
+	dsm_segment *other;
+
+	(void) arg;
+	mine = dsm_create(4096, 0);
+	other = dsm_attach(h);
+	ck_assert_ptr_nonnull(other);
+	InjectionPointAttach(kill_point, INJECTION_KILL, 0, 0, 1);
+	dsm_detach(mine);           /* detach points fire here */
+	dsm_detach(other);
+	mine = dsm_create(4096, 0); /* create points fire here */
+	other = dsm_attach(h);      /* attach points fire here */
+	ck_abort_msg("injection point %s did not fire", kill_point);
+}
+
+static void
+point_supervisor(void)
+{
+	int status_running;
+
+	supervisor_spawn_backend(point_a, 0);
+	supervisor_spawn_backend(point_b, 0);
+	status_running = supervisor_reap(true);
+	ck_assert_int_eq(status_running, 1); /* B died at the point */
+	ck_assert_int_eq(check_cluster(), 0);
+	tu_pipe_send(&ctx.to_a, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_kill_at_dsm_points)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		for (size_t i = 0; i < sizeof kill_points / sizeof kill_points[0]; i++)
+		{
+			kill_point = kill_points[i];
+			run_cluster(impls[_i], point_supervisor);
+		}
+	}
+	TU_TEST_END();
+}
+END_TEST
+
+/* Supervisor killed in the middle of its shutdown: the next start-up finishes the job. */
+static void
+shutdown_victim_a(Datum arg)
+{
+	(void) arg;
+	for (int i = 0; i < 4; i++)
+	{
+		dsm_segment *s = dsm_create(4096, 0);
+
+		dsm_pin_segment(s);
+		dsm_detach(s);
+	}
+}
+
+static void
+shutdown_victim_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	supervisor_spawn_backend(shutdown_victim_a, 0);
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	InjectionPointAttach("supervisor-shutdown-mid", INJECTION_KILL, 0, 0, 1);
+	proc_exit(0);
+}
+
+START_TEST(test_kill_during_shutdown)
+{
+	int status;
+
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		begin_cluster(impls[_i]);
+		status = tu_wait_child(tu_fork(shutdown_victim_fn, NULL));
+		ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+		ck_assert_int_ge(count_leftovers(), 4);
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+		end_cluster();
+	}
+	TU_TEST_END();
+}
+END_TEST
+
+/* Kills at each start-up point: the next start-up cleans. */
+static const char *const startup_points[] = {
+	"supervisor-startup-after-cleanup",
+	"supervisor-startup-before-statefile",
+	"dsm-control-create",
+	"supervisor-startup-after-control",
+};
+
+static void
+startup_victim_fn(void *arg)
+{
+	InjectionPointAttach((const char *) arg, INJECTION_KILL, 0, 0, 1);
+	start_supervisor();
+	ck_abort_msg("injection point %s did not fire", (const char *) arg);
+}
+
+static void
+startup_error_fn(void *arg)
+{
+	InjectionPointAttach((const char *) arg, INJECTION_FAIL_ERRNO, EACCES, 0, 1);
+	EXPECT_ERROR(start_supervisor(), 0, "Permission denied");
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	ck_assert_int_eq(count_leftovers(), 0); /* nothing left behind by the failed start */
+	InjectionPointDetachAll();
+	start_supervisor();
+	proc_exit(0);
+}
+
+START_TEST(test_startup_points)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		for (size_t i = 0; i < sizeof startup_points / sizeof startup_points[0]; i++)
+		{
+			int status;
+
+			begin_cluster(impls[_i]);
+			status = tu_wait_child(tu_fork(startup_victim_fn, (void *) startup_points[i]));
+			ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+			ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+			ck_assert_int_eq(tu_wait_exit_code(tu_fork(startup_error_fn, (void *) startup_points[i])),
+							 0);
+			end_cluster();
+		}
+	}
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- backend_join from an exec'd program ------------------------------------- */
+
+static void
+join_a(Datum arg)
+{
+	dsm_segment *s = dsm_create(4096, 0);
+	uint32_t *p = dsm_segment_address(s);
+
+	(void) arg;
+	p[0] = 0xfeedface;
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1);
+	ck_assert_uint_eq(p[1], 0x10e); /* written by the joined helper */
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 2);
+	dsm_detach(s);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+/* Fork and exec join_helper; its stdin and stdout are the given fds (or left alone if -1). */
+static pid_t
+start_helper(dsm_handle h, const char *mode, int in, int out)
+{
+	char hs[32];
+	pid_t pid;
+
+	snprintf(hs, sizeof hs, "%u", h);
+	fflush(stderr);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+	{
+		const char *path = tu_builddir_path("tests/join_helper");
+
+		if (in >= 0)
+			dup2(in, 0);
+		if (out >= 0)
+			dup2(out, 1);
+		execl(path, path, ctx.dir, hs, mode, (char *) NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void
+join_supervisor(void)
+{
+	dsm_handle h;
+	pid_t helper;
+	tu_pipe in;
+	tu_pipe out;
+	char c;
+
+	supervisor_spawn_backend(join_a, 0);
+	h = tu_pipe_recv(&ctx.to_sup);
+
+	/* A joined helper attaches, checks, writes and leaves cleanly. */
+	helper = start_helper(h, "verify", -1, -1);
+	ck_assert_int_eq(tu_wait_exit_code(helper), 0);
+	ck_assert_int_eq(check_cluster(), 0);
+	tu_pipe_send(&ctx.to_a, 1);
+
+	/* A joined helper killed while it maps the segment is reclaimed by supervisor_reap. */
+	tu_pipe_open(&in);
+	tu_pipe_open(&out);
+	helper = start_helper(h, "hold", in.rd, out.wr);
+	ck_assert_int_eq(read(out.rd, &c, 1), 1);
+	ck_assert_int_eq(supervisor_reap(false), 2); /* A and the helper */
+	ck_assert_int_eq(check_cluster(), 0);
+	kill(helper, SIGKILL);
+	ck_assert(WIFSIGNALED(tu_wait_child(helper)));
+	ck_assert_int_ge(check_cluster(), 1); /* the dead helper still holds a reference */
+	ck_assert_int_eq(supervisor_reap(false), 1);
+	ck_assert_int_eq(check_cluster(), 0);
+	tu_pipe_close(&in);
+	tu_pipe_close(&out);
+
+	tu_pipe_send(&ctx.to_a, 2);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_backend_join)
+{
+	TU_TEST_BEGIN();
+	run_cluster(impls[_i], join_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+/* A separately started checker (dsmctl check's way) sees the same cluster. */
+static void
+outside_check_fn(void *arg)
+{
+	(void) arg;
+	ck_assert_int_eq(dsm_control_check(ctx.dir, print_problem, NULL), 0);
+	_exit(0);
+}
+
+static void
+outside_supervisor(void)
+{
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(outside_check_fn, NULL)), 0);
+}
+
+START_TEST(test_check_from_outside)
+{
+	TU_TEST_BEGIN();
+	run_cluster(impls[_i], outside_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+static Suite *
+supervisor_suite(void)
+{
+	Suite *s = suite_create("supervisor");
+	TCase *tc = tu_tcase("supervisor", 60);
+
+	tcase_add_test(tc, test_validation);
+	tcase_add_loop_test(tc, test_second_supervisor_refused, 0, 3);
+	tcase_add_test(tc, test_stale_lock_file);
+	tcase_add_loop_test(tc, test_backend_join, 0, 3);
+	tcase_add_loop_test(tc, test_check_from_outside, 0, 3);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("crash", 120);
+	tcase_add_loop_test(tc, test_kill_everything_then_restart, 0, 3);
+	tcase_add_loop_test(tc, test_kill_everything_garbage_state, 0, 2);
+	tcase_add_loop_test(tc, test_bad_state_file, 0, 3);
+	tcase_add_loop_test(tc, test_bad_magic_control_segment, 0, 3);
+	tcase_add_loop_test(tc, test_killed_backend_reclaimed, 0, 3);
+	tcase_add_loop_test(tc, test_killed_lock_holder, 0, 3);
+	tcase_add_loop_test(tc, test_rollback_after_kill_in_lock, 0, 3);
+	tcase_add_loop_test(tc, test_kill_at_dsm_points, 0, 3);
+	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
+	tcase_add_loop_test(tc, test_startup_points, 0, 3);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return tu_run_suite(supervisor_suite());
+}

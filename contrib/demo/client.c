@@ -111,6 +111,24 @@ conn_request(Conn *conn, char *reply, const char *fmt, ...)
 	return ok;
 }
 
+/*
+ * Say QUIT and wait until the server closes the connection: by then the
+ * worker has detached the connection's session segment and checked its
+ * memory.  Closes the socket.
+ */
+static void
+conn_close(Conn *conn)
+{
+	char reply[DEMO_MAX_LINE + 1];
+
+	if (conn_request(conn, reply, "QUIT"))
+	{
+		while (demo_read_line(&conn->reader, -1) == DEMO_LINE_OK)
+			; /* nothing more is expected: wait for end-of-file */
+	}
+	close(conn->reader.fd);
+}
+
 /* Parse "OK <number>" into *value; false on anything else. */
 static bool
 reply_number(const char *reply, uint64_t *value)
@@ -273,9 +291,7 @@ run_connection(const DemoClientOptions *options, int i, uint32_t hits, uint32_t 
 	res->own_increments = expected_own;
 
 	/* Say goodbye; the worker detaches (and so destroys) the session segment. */
-	if (conn_request(&conn, reply, "QUIT"))
-		res->requests++;
-	close(conn.reader.fd);
+	conn_close(&conn);
 	return res->unexpected == 0;
 }
 
@@ -372,7 +388,7 @@ demo_run_client(const DemoClientOptions *options)
 	 * meanwhile: an idle connection ties up a worker (one connection per
 	 * worker in a prefork server), and with --workers 1 nothing would move.
 	 */
-	close(control.reader.fd);
+	conn_close(&control);
 	fflush(stdout);
 	for (int i = 0; i < nconn; i++)
 	{
@@ -479,8 +495,31 @@ demo_run_client(const DemoClientOptions *options)
 		problems++;
 	}
 
+	/* The summary of the load. */
+	{
+		uint64_t expected_errors = 0;
+
+		for (int k = 0; k < NUM_BAD_KINDS; k++)
+			expected_errors += total.expected_errors[k];
+		printf("client: %d connections x %d requests = %" PRIu64 " requests (+%" PRIu64
+			   " to set up and check) in %.3f s, %.0f requests/s\n",
+			   nconn, options->requests, total.requests, control_requests, seconds,
+			   (double) (total.requests + control_requests) / (seconds > 0 ? seconds : 1e-9));
+		printf("client: %" PRIu64 " answered OK; %" PRIu64 " bad requests answered ERR as "
+			   "expected (",
+			   total.ok, expected_errors);
+		for (int k = 0; k < NUM_BAD_KINDS; k++)
+			printf("%s%s: %" PRIu64, k ? ", " : "", bad_kind_names[k], total.expected_errors[k]);
+		printf("); %" PRIu64 " unexpected\n", total.unexpected);
+		if (problems == 0 && total.unexpected == 0)
+			printf("client: counters add up: each connection's own slot, the shared slot (%" PRIu64
+				   ") and \"visits\" (%d); \"hits\" is gone after DROP\n",
+				   total.shared_increments, nconn);
+	}
+
 	/* Show one of each error reply, for the reader of the demo's output. */
-	printf("client: error replies look like this (each request ran in its own resource owner):\n");
+	printf("client: bad requests are answered like this (the request's resource owner "
+		   "detached what it had mapped):\n");
 	{
 		char examples[4][64];
 
@@ -489,41 +528,43 @@ demo_run_client(const DemoClientOptions *options)
 		snprintf(examples[2], sizeof(examples[2]), "INCR %" PRIu64, visits);
 		snprintf(examples[3], sizeof(examples[3]), "FROBNICATE");
 		for (int k = 0; k < 4; k++)
-		{
-			control_requests++;
 			if (conn_request(&control, reply, "%s", examples[k]))
-				printf("  %-24s -> %s\n", examples[k], reply);
-		}
+				printf("  %-22s -> %s\n", examples[k], reply);
 	}
-	control_requests++;
+
+	/*
+	 * Every worker compared its memory before and after each connection
+	 * (all finished: each connection waited for the server to close it).
+	 */
 	if (conn_request(&control, reply, "STATS"))
-		printf("client: server says: %s\n", reply);
-	close(control.reader.fd);
-
-	/* The summary. */
 	{
-		uint64_t expected_errors = 0;
+		const char *p = strstr(reply, "leak_checks=");
+		unsigned long long checks = 0, leaked = 0;
 
-		for (int k = 0; k < NUM_BAD_KINDS; k++)
-			expected_errors += total.expected_errors[k];
-		printf("client: %d connections x %d requests: %" PRIu64 " requests (+%" PRIu64
-			   " on the control connection) in %.3f s, %.0f requests/s\n",
-			   nconn, options->requests, total.requests, control_requests, seconds,
-			   (double) (total.requests + control_requests) / (seconds > 0 ? seconds : 1e-9));
-		printf("client: %" PRIu64 " answered OK, %" PRIu64 " bad requests answered ERR as expected (",
-			   total.ok, expected_errors);
-		for (int k = 0; k < NUM_BAD_KINDS; k++)
-			printf("%s%s %" PRIu64, k ? ", " : "", bad_kind_names[k], total.expected_errors[k]);
-		printf("), %" PRIu64 " unexpected\n", total.unexpected);
-		if (problems == 0 && total.unexpected == 0)
-			printf("client: counters add up: every connection's slot, the shared slot (%" PRIu64
-				   ") and \"visits\" (%d); \"hits\" is gone after DROP\n",
-				   total.shared_increments, nconn);
+		printf("client: STATS -> %s\n", reply);
+		if (p == NULL || sscanf(p, "leak_checks=%llu leaked_bytes=%llu", &checks, &leaked) != 2 ||
+			checks < (unsigned long long) nconn + 1 || leaked != 0)
+		{
+			printf("client: UNEXPECTED: workers report %llu bytes leaked after %llu connections\n",
+				   leaked, checks);
+			problems++;
+		}
 		else
-			printf("client: FAILED: %d problems, %" PRIu64 " unexpected answers\n", problems,
-				   total.unexpected);
+			printf("client: worker memory was back to its starting size after each of %llu "
+				   "connections\n",
+				   checks);
 	}
+	else
+	{
+		printf("client: UNEXPECTED: STATS -> %s\n", reply);
+		problems++;
+	}
+	conn_close(&control);
+
 	free(own), free(pids), free(pipes);
+	if (problems != 0 || total.unexpected != 0)
+		printf("client: FAILED: %d problems, %" PRIu64 " unexpected answers\n", problems,
+			   total.unexpected);
 	fflush(stdout);
 	return problems == 0 && total.unexpected == 0 ? 0 : 1;
 }

@@ -65,16 +65,16 @@ demo_read_line(DemoLineReader *reader, int stop_fd)
 		if (nl != NULL)
 		{
 			size_t len = (size_t) (nl - (reader->buf + reader->start));
-			bool was_discarding = reader->discarding;
+			bool too_long = reader->discarding || len > DEMO_MAX_LINE;
 
 			reader->discarding = false;
-			if (!was_discarding)
+			if (!too_long)
 			{
 				memcpy(reader->line, reader->buf + reader->start, len);
 				reader->line[len] = '\0';
 			}
 			reader->start += len + 1;
-			return was_discarding ? DEMO_LINE_TOO_LONG : DEMO_LINE_OK;
+			return too_long ? DEMO_LINE_TOO_LONG : DEMO_LINE_OK;
 		}
 
 		/* No newline buffered: make room, or give up on an over-long line. */

@@ -101,6 +101,8 @@ typedef struct DemoStats
 	uint64_t connections;     /* connections accepted */
 	int64_t tables;           /* tables pinned by NEW and not yet dropped */
 	uint64_t workers_started; /* worker processes started, restarts included */
+	uint64_t leak_checks;     /* connections after which worker memory was compared */
+	uint64_t leaked_bytes;    /* worker memory not given back after a connection (must stay 0) */
 } DemoStats;
 
 /*
@@ -403,12 +405,15 @@ handle_stats(DemoConnection *conn, char **args)
 {
 	expect_end("STATS", args[1]);
 	return psprintf("OK requests=%llu errors=%llu connections=%llu tables=%lld "
-					"workers_started=%llu worker=%d worker_memory=%zu",
+					"workers_started=%llu leak_checks=%llu leaked_bytes=%llu worker=%d "
+					"worker_memory=%zu",
 					(unsigned long long) __atomic_load_n(&stats->requests, __ATOMIC_RELAXED),
 					(unsigned long long) __atomic_load_n(&stats->errors, __ATOMIC_RELAXED),
 					(unsigned long long) __atomic_load_n(&stats->connections, __ATOMIC_RELAXED),
 					(long long) __atomic_load_n(&stats->tables, __ATOMIC_RELAXED),
 					(unsigned long long) __atomic_load_n(&stats->workers_started, __ATOMIC_RELAXED),
+					(unsigned long long) __atomic_load_n(&stats->leak_checks, __ATOMIC_RELAXED),
+					(unsigned long long) __atomic_load_n(&stats->leaked_bytes, __ATOMIC_RELAXED),
 					(int) getpid(), MemoryContextMemAllocated(TopMemoryContext, true));
 }
 
@@ -585,6 +590,8 @@ serve_connection(int fd)
 	DemoLineReader *reader;
 	MemoryContext conn_cxt;
 	MemoryContext request_cxt;
+	Size memory_before = MemoryContextMemAllocated(TopMemoryContext, true);
+	Size memory_after;
 
 	conn_cxt = AllocSetContextCreate(TopMemoryContext, "connection", ALLOCSET_SMALL_SIZES);
 	request_cxt = AllocSetContextCreate(conn_cxt, "request", ALLOCSET_DEFAULT_SIZES);
@@ -620,6 +627,22 @@ serve_connection(int fd)
 	if (conn.session_seg != NULL)
 		dsm_detach(conn.session_seg);
 	MemoryContextDelete(conn_cxt);
+
+	/*
+	 * Everything the connection used is gone now, whatever its requests
+	 * did: the worker's memory must be back where it was.  STATS reports
+	 * the sum, and the client checks that it is 0.  This happens before
+	 * the socket is closed, so a client that waits for end-of-file after
+	 * QUIT knows the check is done.
+	 */
+	memory_after = MemoryContextMemAllocated(TopMemoryContext, true);
+	__atomic_add_fetch(&stats->leak_checks, 1, __ATOMIC_RELAXED);
+	if (memory_after > memory_before)
+	{
+		__atomic_add_fetch(&stats->leaked_bytes, memory_after - memory_before, __ATOMIC_RELAXED);
+		ereport(WARNING, errmsg("connection leaked %zu bytes of worker memory",
+								memory_after - memory_before));
+	}
 	close(fd);
 }
 

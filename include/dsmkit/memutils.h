@@ -76,12 +76,18 @@ DSMKIT_API const char *MemoryContextGetName(MemoryContext context);
 DSMKIT_API MemoryContext MemoryContextGetParent(MemoryContext context);
 DSMKIT_API bool MemoryContextIsEmpty(MemoryContext context);
 
-/* The context a palloc'd chunk belongs to; ERROR for a pointer palloc did not return. */
+/*
+ * The context a palloc'd chunk belongs to (the nearest context among its
+ * talloc ancestors); ERROR for NULL or a pointer palloc did not return.
+ */
 DSMKIT_API MemoryContext GetMemoryChunkContext(void *pointer);
 /* The usable size of a palloc'd chunk. */
 DSMKIT_API Size GetMemoryChunkSpace(void *pointer);
 
-/* Bytes allocated in context (and its descendants when recurse). */
+/*
+ * Bytes requested by the chunks of context (and of its descendants when
+ * recurse), without talloc's headers or the unused part of a reserve.
+ */
 DSMKIT_API Size MemoryContextMemAllocated(MemoryContext context, bool recurse);
 
 /*
