@@ -84,6 +84,7 @@ static uint32_t dsm_mappings_nslots = 0;
 /* Process-local: a repair happened under the lock; logged once the lock is released. */
 static int dsm_repair_pending_backend = INT32_MIN;
 static uint32_t dsm_repair_pending_op = 0;
+static uint32_t dsm_repair_pending_nundo = 0;
 
 static void dsm_resowner_release(Datum res);
 static char *dsm_resowner_print(Datum res);
@@ -368,6 +369,7 @@ dsm_control_lock(int elevel)
 	{
 		dsm_repair_pending_backend = dsm_control->intent.backend;
 		dsm_repair_pending_op = dsm_control->intent.op;
+		dsm_repair_pending_nundo = dsm_control->intent.nundo;
 		dsm_control_repair(dsm_control);
 		rc = pthread_mutex_consistent(&dsm_control->lock);
 	}
@@ -378,6 +380,8 @@ dsm_control_lock(int elevel)
 				errmsg("could not lock the dynamic shared memory control segment: %m"));
 		return false;
 	}
+	/* Who holds the lock now, for the diagnostics of a later repair. */
+	dsm_control->intent.backend = dsm_backend_index;
 	(void) INJECTION_POINT("dsm-control-locked");
 	return true;
 }
@@ -393,9 +397,13 @@ dsm_control_unlock(void)
 		uint32_t op = dsm_repair_pending_op;
 
 		dsm_repair_pending_backend = INT32_MIN;
-		ereport(LOG, errmsg("repaired the dynamic shared memory control segment after its lock holder died"),
-				errdetail("The holder was backend %d; its unfinished update (kind %u) was rolled back.",
-						  backend, op));
+		if (dsm_repair_pending_nundo == 0)
+			ereport(LOG, errmsg("took over the dynamic shared memory control lock from a dead holder"),
+					errdetail("The holder was backend %d; it had changed nothing.", backend));
+		else
+			ereport(LOG, errmsg("repaired the dynamic shared memory control segment after its lock holder died"),
+					errdetail("The holder was backend %d; its unfinished update (kind %u, %u changes) was rolled back.",
+							  backend, op, dsm_repair_pending_nundo));
 	}
 }
 

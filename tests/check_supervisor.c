@@ -240,6 +240,7 @@ validation_fn(void *arg)
 	DsmkitConfig neg_segs = {ctx.dir, 0, 0, -5};
 
 	(void) arg;
+	MemoryContextInit();
 	EXPECT_ERROR(supervisor_startup(&bad_impl), ERRCODE_INVALID_PARAMETER_VALUE,
 				 "invalid dynamic shared memory implementation 99");
 	EXPECT_ERROR(supervisor_startup(&no_dir), ERRCODE_INVALID_PARAMETER_VALUE, "directory");
@@ -319,8 +320,8 @@ sup2_fn(void *arg)
 	PG_END_TRY();
 	ck_assert(raised);
 	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
-	/* The live supervisor's files are untouched. */
-	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 2);
+	/* The live supervisor's files are untouched (and its control segment file, for mmap). */
+	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), ctx.impl == DSM_IMPL_MMAP ? 3 : 2);
 	proc_exit(0);
 }
 
@@ -400,8 +401,8 @@ victims_fn(void *arg)
 	start_supervisor();
 	a = supervisor_spawn_backend(victim_a, 0);
 	b = supervisor_spawn_backend(victim_b, 0);
+	(void) tu_pipe_recv(&ctx.to_sup); /* A's handle and B's 1, in either order */
 	(void) tu_pipe_recv(&ctx.to_sup);
-	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
 	tu_pipe_send(&ctx.to_test, (uint32_t) a);
 	tu_pipe_send(&ctx.to_test, (uint32_t) b);
 	(void) tu_pipe_recv(&ctx.to_sup); /* until killed */
@@ -813,6 +814,7 @@ startup_victim_fn(void *arg)
 static void
 startup_error_fn(void *arg)
 {
+	MemoryContextInit();
 	InjectionPointAttach((const char *) arg, INJECTION_FAIL_ERRNO, EACCES, 0, 1);
 	EXPECT_ERROR(start_supervisor(), 0, "Permission denied");
 	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
@@ -942,15 +944,40 @@ outside_check_fn(void *arg)
 }
 
 static void
+outside_user(Datum arg)
+{
+	dsm_segment *s = dsm_create(4096, 0);
+
+	(void) arg;
+	dsm_pin_segment(s);
+	dsm_keep_mapping(s);
+	tu_pipe_send(&ctx.to_sup, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), DONE);
+}
+
+static void
 outside_supervisor(void)
 {
-	ck_assert_int_eq(tu_wait_exit_code(tu_fork(outside_check_fn, NULL)), 0);
+	supervisor_spawn_backend(outside_user, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	tu_pipe_send(&ctx.to_test, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	tu_pipe_send(&ctx.to_a, DONE);
 }
 
 START_TEST(test_check_from_outside)
 {
+	pid_t sup;
+
 	TU_TEST_BEGIN();
-	run_cluster(impls[_i], outside_supervisor);
+	begin_cluster(impls[_i]);
+	sup = tu_fork(run_supervisor_fn, (void *) outside_supervisor);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
+	/* A fresh process, forked from the test rather than from the cluster. */
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(outside_check_fn, NULL)), 0);
+	tu_pipe_send(&ctx.to_sup, DONE);
+	ck_assert_int_eq(tu_wait_exit_code(sup), 0);
+	end_cluster();
 	TU_TEST_END();
 }
 END_TEST

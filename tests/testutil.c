@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <dsmkit/dsm_impl.h>
+#include <dsmkit/memutils.h>
 
 /*
  * LeakSanitizer: talloc_enable_null_tracking() (called by the leak checks)
@@ -57,6 +58,8 @@ void
 tu_leak_baseline(void)
 {
 	talloc_enable_null_tracking();
+	/* TopMemoryContext and ErrorContext live as long as the process: make them first. */
+	MemoryContextInit();
 	baseline_blocks = talloc_total_blocks(NULL);
 	baseline_fds = tu_count_fds();
 }

@@ -411,6 +411,7 @@ demo_run_client(const DemoClientOptions *options)
 				close(pipes[j]);
 			run_connection(options, i, (uint32_t) hits, nslots, (uint32_t) visits, &res);
 			fflush(stdout); /* verbose output; _exit() would drop it */
+			free(own), free(pids), free(pipes);
 			_exit(demo_write_all(fds[1], (const char *) &res, sizeof(res)) ? 0 : 1);
 		}
 		close(fds[1]);
