@@ -715,12 +715,14 @@ dsm_backend_set_running(int index)
  * stays small), a segment left with no reference and no pin is destroyed
  * and its slot freed, a segment it was creating or destroying is destroyed,
  * and finally its backend slot is freed.  Called by the supervisor after
- * the process is known dead (waitpid, or a failed liveness check).  Other
- * backends go on meanwhile.  Returns the number of references dropped.
+ * the process is known dead (waitpid, or a failed liveness check).  With
+ * expect_pid nonzero, each step first checks under the lock that the slot
+ * still belongs to that pid, so a slot that changed hands is left alone.
+ * Other backends go on meanwhile.  Returns the number of references dropped.
  * Never raises.
  */
 int
-dsm_backend_reclaim(int index)
+dsm_backend_reclaim(int index, pid_t expect_pid)
 {
 	dsm_control_item *items;
 	uint32_t maxitems;
@@ -740,6 +742,12 @@ dsm_backend_reclaim(int index)
 			continue;
 		if (!dsm_control_lock(WARNING))
 			return dropped;
+		if (expect_pid != 0 && dsm_control_backends(dsm_control)[index].pid != (int32_t) expect_pid)
+		{
+			/* The slot changed hands meanwhile: not the backend we were asked about. */
+			dsm_control_unlock();
+			return dropped;
+		}
 		dsm_ctl_begin(DSM_INTENT_RECLAIM);
 		if (dsm_ref_is_set(dsm_control, index, slot))
 		{
@@ -776,7 +784,7 @@ dsm_backend_reclaim(int index)
 		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
 
 		dsm_ctl_begin(DSM_INTENT_BACKEND);
-		if (b->nrefs == 0)
+		if (b->nrefs == 0 && (expect_pid == 0 || b->pid == (int32_t) expect_pid))
 		{
 			CTL_SET32(b->state, DSM_BACKEND_FREE);
 			CTL_SET32(b->pid, 0);

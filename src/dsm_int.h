@@ -190,12 +190,13 @@ dsm_control_backend *dsm_control_backends(dsm_control_header *control);
  * is the spawned child's half.  dsm_backend_reclaim() drops every
  * reference a (dead) backend holds, finishes segments it was creating or
  * destroying, destroys segments left with no reference, and frees the
- * slot; returns the number of references dropped.  Never raise.
+ * slot, if it still belongs to expect_pid (0: whoever); returns the
+ * number of references dropped.  Never raise.
  */
 int dsm_backend_reserve(bool joined);
 void dsm_backend_set_pid(int index, pid_t pid);
 void dsm_backend_set_running(int index);
-int dsm_backend_reclaim(int index);
+int dsm_backend_reclaim(int index, pid_t expect_pid);
 
 /* This process becomes backend index (after fork or join): local tables, exit hook. */
 void dsm_backend_attach_local(int index, bool joined);

@@ -745,7 +745,7 @@ supervisor_spawn_backend(void (*backend_main)(Datum arg), Datum arg)
 	{
 		int save = errno;
 
-		dsm_backend_reclaim(index);
+		dsm_backend_reclaim(index, 0);
 		errno = save;
 		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES), errmsg("could not fork backend: %m"));
 	}
@@ -767,7 +767,7 @@ backend_exited(int index, pid_t pid, int status, bool status_known)
 	supervisor_children[index] = 0;
 	supervisor_nchildren--;
 	(void) INJECTION_POINT("supervisor-reap-before-reclaim");
-	dropped = dsm_backend_reclaim(index);
+	dropped = dsm_backend_reclaim(index, pid);
 	if (status_known && WIFSIGNALED(status))
 		ereport(LOG, errmsg("backend %d (pid %d) was terminated by signal %d", index, (int) pid,
 							WTERMSIG(status)),
@@ -801,7 +801,7 @@ reap_joined_backends(void)
 			continue;
 		}
 		{
-			int dropped = dsm_backend_reclaim((int) i);
+			int dropped = dsm_backend_reclaim((int) i, pid);
 
 			ereport(LOG, errmsg("joined backend %u (pid %d) is gone", i, (int) pid),
 					errdetail("%d references to dynamic shared memory segments were reclaimed.",
@@ -940,7 +940,7 @@ backend_join(const char *directory)
 	PG_CATCH();
 	{
 		if (index >= 0)
-			dsm_backend_reclaim(index);
+			dsm_backend_reclaim(index, getpid());
 		forget_control(false);
 		dsm_local_reset();
 		PG_RE_THROW();

@@ -12,7 +12,11 @@ if [ ! -f "$lib" ]; then
 fi
 actual=$(mktemp)
 trap 'rm -f "$actual"' EXIT
-"$NM" -D --defined-only "$lib" | awk '{print $3}' | grep -v '^_' | LC_ALL=C sort > "$actual"
+# $NM may carry options (libtool sets "nm -B"), so it is not quoted.
+$NM -D --defined-only "$lib" > "$actual.raw" || { echo "could not run $NM on $lib" >&2; exit 1; }
+awk '{print $3}' "$actual.raw" | grep -v '^_' | LC_ALL=C sort > "$actual"
+rm -f "$actual.raw"
+[ -s "$actual" ] || { echo "no exported symbols found in $lib" >&2; exit 1; }
 if ! diff -u "$top_srcdir/tests/exports.txt" "$actual"; then
 	echo "exported symbols differ from tests/exports.txt (- expected, + actual)" >&2
 	exit 1

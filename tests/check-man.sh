@@ -28,7 +28,10 @@ done
 # Every exported symbol needs a page (section 3), or it is not documented.
 lib="$top_builddir/.libs/libdsmkit.so"
 if [ -f "$lib" ]; then
-	for sym in $("$NM" -D --defined-only "$lib" | awk '{print $3}' | grep -v '^_'); do
+	syms=$($NM -D --defined-only "$lib") || { echo "could not run $NM on $lib" >&2; exit 1; }
+	syms=$(echo "$syms" | awk '{print $3}' | grep -v '^_')
+	[ -n "$syms" ] || { echo "no exported symbols found in $lib" >&2; exit 1; }
+	for sym in $syms; do
 		if [ ! -f "$mandir/$sym.3" ]; then
 			echo "FAIL: exported $sym has no man page doc/man/$sym.3" >&2
 			status=1

@@ -48,8 +48,8 @@ tests_join_helper_CFLAGS = $(TEST_CFLAGS)
 tests_join_helper_LDADD = libdsmkit.la $(TALLOC_LIBS)
 
 # Script tests: exported symbols, self-contained headers, man page lint.
-TESTS += tests/check-exports.sh tests/check-headers.sh tests/check-man.sh
-EXTRA_DIST += tests/check-exports.sh tests/check-headers.sh tests/check-man.sh tests/exports.txt
+TESTS += tests/check-exports.sh tests/check-headers.sh tests/check-man.sh tests/check-demo.sh
+EXTRA_DIST += tests/check-exports.sh tests/check-headers.sh tests/check-man.sh tests/check-demo.sh tests/exports.txt
 AM_TESTS_ENVIRONMENT = \
 	top_srcdir='$(top_srcdir)'; export top_srcdir; \
 	top_builddir='$(top_builddir)'; export top_builddir; \

@@ -7,11 +7,12 @@
  *   dsmkit-demo demo [--dir DIR] [--workers N] [--connections C] [--requests R] [--impl I]
  *
  * "demo" starts a server in a child process, runs the client against it,
- * shows what "dsmctl ls" sees (when a dsmctl program is found), shuts the
- * server down with a SHUTDOWN request, and then checks that the cluster
- * left nothing behind: no /dev/shm entry, System V segment or mmap file of
- * the cluster, and an empty cluster directory.  It exits non-zero if
- * anything is left or any answer was wrong.  See dsmkit-demo(1).
+ * shows what "dsmctl ls" sees (when a dsmctl program is found) and what
+ * the cluster has in the system, shuts the server down with a SHUTDOWN
+ * request, and then checks that the cluster left nothing behind: no
+ * /dev/shm entry, System V segment or mmap file of the cluster, and an
+ * empty cluster directory.  It exits non-zero if anything is left or any
+ * answer was wrong.  See dsmkit-demo(1).
  */
 #define _GNU_SOURCE /* accept4, pipe2 */
 
@@ -370,13 +371,14 @@ show_dsmctl_ls(const char *dir)
 }
 
 /*
- * Count and print what the cluster with id cluster_id and directory dir
- * left behind: /dev/shm entries named dsmkit.<id>.*, System V segments
- * whose key carries the cluster's tag (see dsmkit/dsm_impl.h), and entries
- * of the directory.  Returns the number of leftovers.
+ * List what the cluster with id cluster_id and directory dir has in the
+ * system: /dev/shm entries named dsmkit.<id>.*, System V segments whose
+ * key carries the cluster's tag (see dsmkit/dsm_impl.h), and entries of
+ * the directory.  Prints one line an object, then a count headed by when.
+ * Returns the number of objects.
  */
 static int
-report_leftovers(uint32_t cluster_id, const char *dir)
+list_cluster_objects(uint32_t cluster_id, const char *dir, const char *when)
 {
 	char prefix[32];
 	uint32_t tag = ((cluster_id >> 16) ^ (cluster_id & 0xffff)) & 0xffff;
@@ -385,6 +387,7 @@ report_leftovers(uint32_t cluster_id, const char *dir)
 	FILE *f;
 
 	snprintf(prefix, sizeof(prefix), "dsmkit.%08x.", cluster_id);
+	printf("demo: %s:\n", when);
 	if ((d = opendir("/dev/shm")) != NULL)
 	{
 		struct dirent *de;
@@ -392,7 +395,7 @@ report_leftovers(uint32_t cluster_id, const char *dir)
 		while ((de = readdir(d)) != NULL)
 			if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
 			{
-				printf("  left in /dev/shm: %s\n", de->d_name);
+				printf("  /dev/shm/%s\n", de->d_name);
 				posix++;
 			}
 		closedir(d);
@@ -409,8 +412,7 @@ report_leftovers(uint32_t cluster_id, const char *dir)
 			if (sscanf(line, "%lld %d", &key, &shmid) == 2 && key != 0 &&
 				(((uint32_t) key >> 16) & 0xffff) == tag)
 			{
-				printf("  left in System V shared memory: key 0x%08x (id %d)\n",
-					   (unsigned) key, shmid);
+				printf("  System V segment key 0x%08x (id %d)\n", (unsigned) key, shmid);
 				sysv++;
 			}
 		}
@@ -423,14 +425,13 @@ report_leftovers(uint32_t cluster_id, const char *dir)
 		while ((de = readdir(d)) != NULL)
 			if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
 			{
-				printf("  left in %s: %s\n", dir, de->d_name);
+				printf("  %s/%s\n", dir, de->d_name);
 				files++;
 			}
 		closedir(d);
 	}
-	printf("demo: /dev/shm entries %s*: %d; System V segments of the cluster: %d; "
-		   "files in %s: %d\n",
-		   prefix, posix, sysv, dir, files);
+	printf("  (%d in /dev/shm, %d System V, %d files in the cluster directory)\n", posix, sysv,
+		   files);
 	return posix + sysv + files;
 }
 
@@ -522,6 +523,7 @@ run_demo(const char *dir_option, int workers, const DemoClientOptions *client_te
 		rc = 1;
 
 	show_dsmctl_ls(dir);
+	(void) list_cluster_objects(cluster_id, dir, "the cluster in the system before shutdown");
 
 	/* Stop it, and wait for the supervisor to finish its cleanup. */
 	printf("demo: sending SHUTDOWN\n");
@@ -546,7 +548,7 @@ run_demo(const char *dir_option, int workers, const DemoClientOptions *client_te
 		printf("demo: the server exited cleanly\n");
 
 	/* The promise: nothing of the cluster is left anywhere. */
-	if (report_leftovers(cluster_id, dir) != 0)
+	if (list_cluster_objects(cluster_id, dir, "the cluster in the system after shutdown") != 0)
 	{
 		printf("demo: FAILED: the cluster left shared memory or files behind\n");
 		rc = 1;

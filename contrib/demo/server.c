@@ -118,8 +118,8 @@ typedef struct DemoSessionData
 	int32_t worker_pid;  /* pid of the worker serving the connection */
 	uint32_t padding;    /* unused, zero */
 	uint64_t started_at; /* time(NULL) when SESSION was first issued */
-	uint64_t requests;   /* requests on the connection, this one included */
-	uint64_t errors;     /* of which answered with ERR */
+	uint64_t requests;   /* requests answered on the connection since SESSION */
+	uint64_t errors;     /* of which were answered with ERR */
 } DemoSessionData;
 
 /*
