@@ -83,6 +83,7 @@ typedef struct BenchSettings
 	bool quick;              /* BENCH_QUICK: short smoke run */
 	int reps;                /* repetitions per workload (median taken) */
 	uint64_t rep_target_ns;  /* aimed length of one timed repetition */
+	int w7_reps;             /* W7 repetitions (each runs w7_duration_ns twice) */
 	uint64_t w7_duration_ns; /* length of one W7 run */
 	const char *only;        /* BENCH_ONLY filter, or NULL */
 	pid_t main_pid;          /* the first process: names the floor namespace */
@@ -96,6 +97,7 @@ static BenchSettings settings;
  * directory, and the pipe through which the workload backend reports.
  */
 static int cur_impl;
+static int cur_max_segments;
 static char cur_dir[PATH_MAX];
 static long page_size;
 
@@ -572,15 +574,33 @@ segment_exists(dsm_handle h)
 
 typedef void (*bench_op)(void *arg);
 
+/*
+ * The CPU time this process has used, in nanoseconds (BENCH_CLOCK=cpu):
+ * unlike the wall clock it does not count the time other processes of a
+ * busy machine run on our CPU, and it still counts the kernel's work in
+ * our system calls.
+ */
+static uint64_t
+bench_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* The clock W1-W4 are timed with: bench_now_ns (wall, the default) or bench_cpu_ns. */
+static uint64_t (*clock_ns)(void) = bench_now_ns;
+
 /* Run op n times; return the elapsed nanoseconds. */
 static uint64_t
 time_batch(bench_op op, void *arg, long n)
 {
-	uint64_t t0 = bench_now_ns();
+	uint64_t t0 = clock_ns();
 
 	for (long i = 0; i < n; i++)
 		op(arg);
-	return bench_now_ns() - t0;
+	return clock_ns() - t0;
 }
 
 /*
@@ -609,17 +629,16 @@ calibrate(bench_op op, void *arg)
 }
 
 /*
- * Time the dsmkit operation against its floor: settings.reps repetitions
+ * Time the dsmkit operation against its floor: reps (<= 64) repetitions
  * of each, interleaved (the order alternates), medians reported under
  * workload.
  */
 static void
-compare(const char *workload, bench_op op, void *arg, bench_op floor_op, void *floor_arg)
+compare_reps(const char *workload, int reps, bench_op op, void *arg, bench_op floor_op, void *floor_arg)
 {
 	double ns[64], fl[64];
 	long n = calibrate(op, arg);
 	long nf = calibrate(floor_op, floor_arg);
-	int reps = settings.reps;
 
 	for (int r = 0; r < reps; r++)
 	{
@@ -635,6 +654,13 @@ compare(const char *workload, bench_op op, void *arg, bench_op floor_op, void *f
 		}
 	}
 	bench_report(settings.results, workload, bench_median(ns, reps), bench_median(fl, reps));
+}
+
+/* compare_reps() with the usual number of repetitions. */
+static void
+compare(const char *workload, bench_op op, void *arg, bench_op floor_op, void *floor_arg)
+{
+	compare_reps(workload, settings.reps, op, arg, floor_op, floor_arg);
 }
 
 /* ------------------------------------------------------------------------
@@ -676,7 +702,9 @@ run_w3(void)
 
 		snprintf(workload, sizeof workload, "W3 create+touch+destroy %s %s", dsm_impl_name(cur_impl),
 				 size_label(sizes[i]));
-		compare(workload, dsm_create_destroy, &ds, floor_create_destroy, &fs);
+		/* An operation takes 10-200 ms: the minimum number of repetitions. */
+		compare_reps(workload, settings.quick ? 5 : BENCH_REPS, dsm_create_destroy, &ds, floor_create_destroy,
+					 &fs);
 	}
 }
 
@@ -697,7 +725,11 @@ static int
 live_fill(int target)
 {
 	volatile bool stop = false;
+	bool to_max = (target == INT_MAX);
 
+	/* Never more than the configured slots, whatever the library accepts. */
+	if (target > cur_max_segments)
+		target = cur_max_segments;
 	while (live_count < target && !stop)
 	{
 		PG_TRY();
@@ -725,7 +757,7 @@ live_fill(int target)
 		}
 		PG_CATCH();
 		{
-			if (target != INT_MAX)
+			if (!to_max)
 				PG_RE_THROW();
 			/* Filling to the maximum: the system's own limit stops us. */
 			EmitErrorReport();
@@ -778,11 +810,11 @@ run_w4(dsm_handle target, FloorObject *floor_obj)
 	/* The empty scope, inline (no indirect call per operation); floor 0. */
 	{
 		double ns[64];
-		long n = settings.quick ? 200000 : 2000000;
+		long n = settings.quick ? 100000 : 300000;
 
 		for (int r = 0; r < settings.reps; r++)
 		{
-			uint64_t t0 = bench_now_ns();
+			uint64_t t0 = clock_ns();
 
 			for (long i = 0; i < n; i++)
 			{
@@ -794,7 +826,7 @@ run_w4(dsm_handle target, FloorObject *floor_obj)
 				ResourceOwnerReleaseAll(owner, true);
 				ResourceOwnerDelete(owner);
 			}
-			ns[r] = (double) (bench_now_ns() - t0) / (double) n;
+			ns[r] = (double) (clock_ns() - t0) / (double) n;
 		}
 		bench_report(settings.results, "W4 empty scope (in a backend)", bench_median(ns, settings.reps), 0);
 	}
@@ -984,7 +1016,7 @@ run_w7(dsm_handle h)
 		double dsm_ops[64], raw_ops[64], ns[64], fl[64];
 		double dsm_med, raw_med;
 
-		for (int r = 0; r < settings.reps; r++)
+		for (int r = 0; r < settings.w7_reps; r++)
 		{
 			if (r % 2 == 0)
 			{
@@ -1001,9 +1033,9 @@ run_w7(dsm_handle h)
 		}
 		snprintf(workload, sizeof workload, "W7 %d backends attach+detach %s", counts[i],
 				 dsm_impl_name(cur_impl));
-		dsm_med = bench_median(dsm_ops, settings.reps);
-		raw_med = bench_median(raw_ops, settings.reps);
-		bench_report(settings.results, workload, bench_median(ns, settings.reps), bench_median(fl, settings.reps));
+		dsm_med = bench_median(dsm_ops, settings.w7_reps);
+		raw_med = bench_median(raw_ops, settings.w7_reps);
+		bench_report(settings.results, workload, bench_median(ns, settings.w7_reps), bench_median(fl, settings.w7_reps));
 		printf("    %d backends: dsmkit %.0f ops/s, raw %.0f ops/s (medians)\n", counts[i], dsm_med, raw_med);
 	}
 	floor_keep_drop(floor_obj);
@@ -1062,7 +1094,7 @@ supervisor_main(int impl)
 	config.directory = cur_dir;
 	config.dsm_impl = impl;
 	config.max_backends = 16;
-	config.max_segments = max_segments_for(impl);
+	config.max_segments = cur_max_segments = max_segments_for(impl);
 	supervisor_startup(&config);
 
 	if (pipe(status) != 0)
@@ -1187,7 +1219,9 @@ print_machine(void)
 			}
 		fclose(f);
 	}
-	printf("bench_dsm: %ld CPUs, %s; %d repetitions%s\n", sysconf(_SC_NPROCESSORS_ONLN), model, settings.reps,
+	printf("bench_dsm: %ld CPUs, %s; %d repetitions (W7: %d of %.1f s), %s clock%s\n",
+		   sysconf(_SC_NPROCESSORS_ONLN), model, settings.reps, settings.w7_reps,
+		   (double) settings.w7_duration_ns / 1e9, clock_ns == bench_cpu_ns ? "CPU-time" : "wall",
 		   settings.quick ? " (BENCH_QUICK)" : "");
 }
 
@@ -1203,11 +1237,22 @@ main(int argc, char **argv)
 	page_size = sysconf(_SC_PAGESIZE);
 	settings.results = argc > 1 ? argv[1] : NULL;
 	settings.quick = quick != NULL && quick[0] != '\0' && strcmp(quick, "0") != 0;
-	settings.reps = settings.quick ? 5 : BENCH_REPS;
-	settings.rep_target_ns = settings.quick ? 4000000 : 40000000;
-	settings.w7_duration_ns = settings.quick ? 100000000 : 400000000;
+	/*
+	 * The machine may be shared: more, shorter repetitions (interleaved
+	 * with the floor's) resist noise better than a few long ones.
+	 */
+	settings.reps = settings.quick ? 5 : 4 * BENCH_REPS + 1;
+	settings.rep_target_ns = settings.quick ? 4000000 : 8000000;
+	settings.w7_reps = settings.quick ? 5 : BENCH_REPS;
+	settings.w7_duration_ns = settings.quick ? 100000000 : 300000000;
 	settings.only = getenv("BENCH_ONLY");
 	settings.main_pid = getpid();
+	{
+		const char *clk = getenv("BENCH_CLOCK");
+
+		if (clk != NULL && strcmp(clk, "cpu") == 0)
+			clock_ns = bench_cpu_ns;
+	}
 
 	snprintf(settings.basedir, sizeof settings.basedir, "%s/dsmkit-bench.XXXXXX",
 			 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");

@@ -4,9 +4,15 @@
  *
  * Every test calls mc_begin() first: it turns on talloc's null tracking and
  * creates TopMemoryContext and ErrorContext (they live as long as the
- * process) before taking the leak baseline, so that TU_TEST_END() checks
+ * process) before taking the leak baseline, so that the end check covers
  * only what the test itself allocated.  The one exception is
  * test_lazy_init, which checks what the first palloc() creates.
+ *
+ * Chunks are not talloc objects, so the talloc block count of
+ * TU_TEST_END() does not see a chunk leaked inside a block that stays.
+ * mc_end() therefore first checks that the whole tree below
+ * TopMemoryContext holds as many chunks and bytes as at mc_begin(), from
+ * the figures MemoryContextStats() prints.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,13 +26,65 @@
 
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define MCXT_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MCXT_TEST_ASAN 1
+#endif
+#endif
+
+/* Contexts, chunks and bytes of the whole tree, from the "Grand total" line of the statistics. */
+typedef struct TreeTotals
+{
+	size_t contexts;
+	size_t chunks;
+	size_t bytes;
+} TreeTotals;
+
+static TreeTotals
+tree_totals(MemoryContext top)
+{
+	TreeTotals t = {0, 0, 0};
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	const char *line;
+
+	ck_assert_ptr_nonnull(f);
+	MemoryContextStatsToFile(top, f);
+	fclose(f);
+	line = strstr(text, "Grand total: ");
+	ck_assert_ptr_nonnull(line);
+	ck_assert_int_eq(sscanf(line, "Grand total: %zu contexts, %zu chunks, %zu bytes", &t.contexts,
+							&t.chunks, &t.bytes),
+					 3);
+	free(text);
+	return t;
+}
+
+static TreeTotals mc_baseline;
+
 static void
 mc_begin(void)
 {
 	talloc_enable_null_tracking();
 	MemoryContextInit();
 	CurrentMemoryContext = TopMemoryContext;
+	mc_baseline = tree_totals(TopMemoryContext);
 	TU_TEST_BEGIN();
+}
+
+/* The end of every test that began with mc_begin(): no chunk, context or talloc block left. */
+static void
+mc_end(void)
+{
+	TreeTotals now = tree_totals(TopMemoryContext);
+
+	ck_assert_uint_eq(now.contexts, mc_baseline.contexts);
+	ck_assert_uint_eq(now.chunks, mc_baseline.chunks);
+	ck_assert_uint_eq(now.bytes, mc_baseline.bytes);
+	TU_TEST_END();
 }
 
 /* talloc's memory limit is deprecated but is the simplest way to make malloc fail in one subtree. */
@@ -129,10 +187,13 @@ START_TEST(test_lazy_init)
 		ck_assert_str_eq(MemoryContextGetName(ErrorContext), "ErrorContext");
 		ck_assert_ptr_eq(GetMemoryChunkContext(p), TopMemoryContext);
 		pfree(p);
-		/* Exactly the two long-lived contexts remain; init is idempotent. */
-		ck_assert_uint_eq(talloc_total_blocks(NULL), before + 2);
+		/*
+		 * Exactly the two long-lived contexts remain, each a context object
+		 * and its store (with the keeper); init is idempotent.
+		 */
+		ck_assert_uint_eq(talloc_total_blocks(NULL), before + 4);
 		MemoryContextInit();
-		ck_assert_uint_eq(talloc_total_blocks(NULL), before + 2);
+		ck_assert_uint_eq(talloc_total_blocks(NULL), before + 4);
 	}
 	TU_TEST_BEGIN();
 	p = palloc(10);
@@ -167,8 +228,7 @@ START_TEST(test_nested_switch_alloc)
 	ck_assert_ptr_eq(GetMemoryChunkContext(pa), a);
 	ck_assert_ptr_eq(GetMemoryChunkContext(pt), TopMemoryContext);
 	ck_assert_uint_eq(GetMemoryChunkSpace(pb), 32);
-	/* A chunk is a talloc child of its context. */
-	ck_assert_ptr_eq(talloc_parent(pb), b);
+	/* A context is a talloc child of its parent. */
 	ck_assert_ptr_eq(talloc_parent(b), a);
 	MemoryContextSwitchTo(old);
 	pfree(pt);
@@ -176,7 +236,7 @@ START_TEST(test_nested_switch_alloc)
 	ck_assert_int_eq(pa[31], 'a');
 	MemoryContextDelete(a); /* takes b and pa along */
 	ck_assert_ptr_eq(CurrentMemoryContext, TopMemoryContext);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -207,7 +267,7 @@ START_TEST(test_palloc0_zeroes)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -246,7 +306,7 @@ START_TEST(test_repalloc)
 	pfree(other);
 	ck_assert(MemoryContextIsEmpty(ctx));
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -279,7 +339,7 @@ START_TEST(test_strings)
 	pfree(s);
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -303,9 +363,9 @@ START_TEST(test_reset_keeps_context)
 	cb_log[0] = '\0';
 	MemoryContextReset(ctx);
 	ck_assert_str_eq(cb_log, "g ");
-	/* The children are gone, the context stays and is empty. */
+	/* The children and blocks are gone, the context (and its store) stays, empty. */
 	ck_assert(MemoryContextIsEmpty(ctx));
-	ck_assert_uint_eq(talloc_total_blocks(ctx), 1);
+	ck_assert_uint_eq(talloc_total_blocks(ctx), 2);
 	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, true), 0);
 	ck_assert_str_eq(MemoryContextGetName(ctx), "resettable");
 	/* The current context was below: it fell back to the reset one. */
@@ -319,7 +379,7 @@ START_TEST(test_reset_keeps_context)
 	ck_assert_str_eq(cb_log, "");
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -339,7 +399,7 @@ START_TEST(test_delete_current_falls_back)
 	(void) palloc(10);
 	MemoryContextDelete(ctx); /* an ancestor of the current context */
 	ck_assert_ptr_eq(CurrentMemoryContext, TopMemoryContext);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -373,7 +433,7 @@ START_TEST(test_callbacks_order)
 	cb_log[0] = '\0';
 	MemoryContextDelete(p);
 	ck_assert_str_eq(cb_log, "g c1 p1 ");
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -391,7 +451,7 @@ START_TEST(test_talloc_free_is_delete)
 	ck_assert_int_eq(talloc_free(ctx), 0);
 	ck_assert_str_eq(cb_log, "child ctx ");
 	ck_assert_ptr_eq(CurrentMemoryContext, TopMemoryContext);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -437,7 +497,7 @@ START_TEST(test_set_parent)
 
 	MemoryContextDelete(b);
 	ck_assert_str_eq(cb_log, "c ");
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -455,13 +515,17 @@ START_TEST(test_chunk_context)
 	pb = MemoryContextAlloc(b, 10);
 	ck_assert_ptr_eq(GetMemoryChunkContext(pa), a);
 	ck_assert_ptr_eq(GetMemoryChunkContext(pb), b);
-	/* A chunk moved below another chunk still belongs to the nearest context. */
-	nested = MemoryContextAlloc(b, 10);
-	(void) talloc_steal(pa, nested);
-	ck_assert_ptr_eq(GetMemoryChunkContext(nested), a);
+	/* Large chunks (talloc objects of their own) know their context too. */
+	nested = MemoryContextAlloc(b, 100000);
+	ck_assert_ptr_eq(GetMemoryChunkContext(nested), b);
+	/* A context moved elsewhere keeps its chunks. */
+	MemoryContextSetParent(b, TopMemoryContext);
+	ck_assert_ptr_eq(GetMemoryChunkContext(nested), b);
+	ck_assert_ptr_eq(GetMemoryChunkContext(pb), b);
 	pfree(nested);
 	MemoryContextDelete(a);
-	TU_TEST_END();
+	MemoryContextDelete(b);
+	mc_end();
 }
 END_TEST
 
@@ -483,7 +547,7 @@ START_TEST(test_mem_allocated)
 	MemoryContextReset(child);
 	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, true), 128);
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -521,7 +585,7 @@ START_TEST(test_stats_text)
 	ck_assert_msg(strstr(out, "\nGrand total: ") != NULL, "got: %s", out);
 	free(out);
 	MemoryContextDelete(parent);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -559,10 +623,11 @@ START_TEST(test_huge_sizes)
 	/* HUGE passes the first check but talloc's own ceiling stays. */
 	catch_error(alloc_huge, &size, &e);
 	ck_assert_raised(e, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "invalid memory alloc request size 1073741824");
-	ck_assert_str_eq(e.detail, "talloc allocates at most 268435455 bytes in one chunk.");
+	ck_assert_str_eq(e.detail,
+					 "A chunk holds at most 268435407 bytes (talloc's limit, less the chunk's headers).");
 	size = MaxTallocChunkSize + 1;
 	catch_error(alloc_size, &size, &e);
-	ck_assert_raised(e, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "invalid memory alloc request size 268435456");
+	ck_assert_raised(e, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "invalid memory alloc request size 268435408");
 	size = (Size) -1;
 	catch_error(alloc_huge, &size, &e);
 	ck_assert(e.raised);
@@ -578,7 +643,7 @@ START_TEST(test_huge_sizes)
 	ck_assert_ptr_eq(re_ptr, p);
 	ck_assert_str_eq(p, "intact");
 	pfree(p);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -624,7 +689,7 @@ START_TEST(test_out_of_memory)
 	p = MemoryContextAlloc(oom_ctx, 1000);
 	ck_assert_ptr_nonnull(p);
 	MemoryContextDelete(oom_ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -662,7 +727,7 @@ START_TEST(test_error_context_reserve)
 	ck_assert_str_eq(unpack_sql_state(code), unpack_sql_state(ERRCODE_OUT_OF_MEMORY));
 	MemoryContextReset(ErrorContext);
 	MemoryContextDelete(ctx);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -750,7 +815,7 @@ START_TEST(test_bad_pointers)
 	cb_log[0] = '\0';
 	MemoryContextDelete(ctx);
 	ck_assert_str_eq(cb_log, "ctx ");
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -776,7 +841,7 @@ START_TEST(test_delete_top_refused)
 	ck_assert_str_eq(p, "alive");
 	ck_assert_ptr_nonnull(ErrorContext);
 	pfree(p);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -790,35 +855,68 @@ counting_destructor(int *obj)
 	return 0;
 }
 
+/* A caller's talloc object that holds chunks of its own context and frees them when it goes. */
+typedef struct ChunkHolder
+{
+	char *small;
+	char *large;
+} ChunkHolder;
+
+static int chunks_seen_intact;
+
+static int
+chunk_holder_destructor(ChunkHolder *h)
+{
+	destructor_runs++;
+	if (strcmp(h->small, "small") == 0 && h->large[0] == 'L' && h->large[99999] == 'L')
+		chunks_seen_intact++;
+	pfree(h->small);
+	pfree(h->large);
+	return 0;
+}
+
 START_TEST(test_user_talloc_objects)
 {
 	MemoryContext ctx;
-	int *obj, *under_chunk;
-	char *chunk;
+	int *obj;
+	ChunkHolder *h;
 
 	mc_begin();
 	ctx = AllocSetContextCreate(TopMemoryContext, "hosts talloc objects", ALLOCSET_DEFAULT_SIZES);
 	for (int round = 0; round < 2; round++)
 	{
 		destructor_runs = 0;
+		chunks_seen_intact = 0;
 		obj = talloc(ctx, int);
 		talloc_set_destructor(obj, counting_destructor);
-		chunk = MemoryContextAlloc(ctx, 32);
-		under_chunk = talloc(chunk, int);
-		talloc_set_destructor(under_chunk, counting_destructor);
+		/*
+		 * The holder is older than its chunks, yet its destructor still
+		 * finds them intact: reset and delete free the caller's objects
+		 * before any chunk.
+		 */
+		h = talloc(ctx, ChunkHolder);
+		h->small = MemoryContextStrdup(ctx, "small");
+		h->large = MemoryContextAlloc(ctx, 100000);
+		h->large[0] = h->large[99999] = 'L';
+		talloc_set_destructor(h, chunk_holder_destructor);
+		(void) MemoryContextAlloc(ctx, 32); /* left for the reset */
+		ck_assert(!MemoryContextIsEmpty(ctx));
 		if (round == 0)
 		{
 			MemoryContextReset(ctx);
 			ck_assert_int_eq(destructor_runs, 2);
+			ck_assert_int_eq(chunks_seen_intact, 1);
 			ck_assert(MemoryContextIsEmpty(ctx));
+			ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 0);
 		}
 		else
 		{
 			MemoryContextDelete(ctx);
 			ck_assert_int_eq(destructor_runs, 2);
+			ck_assert_int_eq(chunks_seen_intact, 1);
 		}
 	}
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -853,7 +951,7 @@ START_TEST(test_callback_error_does_not_stop_cleanup)
 	ck_assert_msg(strstr(err, "WARNING:  reset callback of memory context \"throwing\" raised an error") != NULL,
 				  "stderr: %s", err);
 	free(err);
-	TU_TEST_END();
+	mc_end();
 }
 END_TEST
 
@@ -870,10 +968,263 @@ START_TEST(test_reset_top_recreates_error_context)
 	ck_assert_ptr_nonnull(ErrorContext);
 	ck_assert_ptr_eq(MemoryContextGetParent(ErrorContext), TopMemoryContext);
 	ck_assert_ptr_eq(CurrentMemoryContext, TopMemoryContext);
-	ck_assert_uint_eq(talloc_total_blocks(TopMemoryContext), 2);
+	/* Each context is its object and its store. */
+	ck_assert_uint_eq(talloc_total_blocks(TopMemoryContext), 4);
 	TU_TEST_END(); /* a new ErrorContext replaced the old one: same count */
 }
 END_TEST
+
+/* A small deterministic generator for the tests below. */
+static uint32_t
+next_rand(uint32_t *state)
+{
+	*state = *state * 1103515245u + 12345u;
+	return *state >> 8;
+}
+
+/*
+ * Many chunks of many sizes: each is 16-byte aligned, keeps its contents
+ * while others come and go (no two overlap), and is counted; freeing them
+ * all in a scrambled order gives every block but the keeper back.
+ */
+static void
+churn(MemoryContext ctx, size_t blocks_when_empty)
+{
+	enum { N = 3000 };
+	static char *ptr[N];
+	static Size len[N];
+	uint32_t seed = 12345;
+	Size total = 0;
+
+	for (int i = 0; i < N; i++)
+	{
+		uint32_t r = next_rand(&seed);
+
+		len[i] = (i % 50 == 0) ? 8193 + r % 20000 : r % 600; /* a few large ones, some of 0 bytes */
+		ptr[i] = MemoryContextAlloc(ctx, len[i]);
+		ck_assert_uint_eq((uintptr_t) ptr[i] % 16, 0);
+		memset(ptr[i], (unsigned char) i, len[i]);
+		total += len[i];
+	}
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), total);
+	/* Free every third chunk, allocate again, then check everything. */
+	for (int i = 0; i < N; i += 3)
+	{
+		pfree(ptr[i]);
+		total -= len[i];
+		len[i] = next_rand(&seed) % 300;
+		ptr[i] = MemoryContextAlloc(ctx, len[i]);
+		memset(ptr[i], (unsigned char) i, len[i]);
+		total += len[i];
+	}
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), total);
+	for (int i = 0; i < N; i++)
+	{
+		ck_assert_uint_eq(GetMemoryChunkSpace(ptr[i]), len[i]);
+		ck_assert_ptr_eq(GetMemoryChunkContext(ptr[i]), ctx);
+		for (Size j = 0; j < len[i]; j++)
+			ck_assert_int_eq((unsigned char) ptr[i][j], (unsigned char) i);
+	}
+	/* Free in a scrambled order (a stride coprime with N). */
+	for (int k = 0, i = 0; k < N; k++, i = (i + 1013) % N)
+		pfree(ptr[i]);
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 0);
+	ck_assert(MemoryContextIsEmpty(ctx));
+	ck_assert_uint_eq(talloc_total_blocks(ctx), blocks_when_empty);
+}
+
+START_TEST(test_many_chunks)
+{
+	MemoryContext keeper_ctx, bare_ctx, small_ctx;
+
+	mc_begin();
+	keeper_ctx = AllocSetContextCreate(TopMemoryContext, "with keeper", ALLOCSET_DEFAULT_SIZES);
+	bare_ctx = AllocSetContextCreate(TopMemoryContext, "no keeper", 0, 0, 0);
+	small_ctx = AllocSetContextCreate(TopMemoryContext, "small", ALLOCSET_SMALL_SIZES);
+	/* Context and store: the keeper is inside the store, every other block went. */
+	churn(keeper_ctx, 2);
+	churn(small_ctx, 2);
+	/* Without a keeper, the block being carved stays. */
+	churn(bare_ctx, 3);
+	/* Twice, to run over recycled blocks and revived keepers. */
+	churn(keeper_ctx, 2);
+	churn(bare_ctx, 3);
+	MemoryContextDelete(keeper_ctx);
+	MemoryContextDelete(bare_ctx);
+	MemoryContextDelete(small_ctx);
+	mc_end();
+}
+END_TEST
+
+/*
+ * What the other suites' leak checks rely on: chunks allocated in
+ * TopMemoryContext beyond its keeper, then freed, leave no talloc block
+ * behind, even while older chunks stay.
+ */
+START_TEST(test_top_blocks_come_back)
+{
+	enum { N = 2000 };
+	static void *p[N];
+	char *old;
+	size_t blocks;
+
+	mc_begin();
+	old = MemoryContextStrdup(TopMemoryContext, "older chunk");
+	blocks = talloc_total_blocks(NULL);
+	for (int round = 0; round < 2; round++)
+	{
+		for (int i = 0; i < N; i++)
+			p[i] = MemoryContextAlloc(TopMemoryContext, 100);
+		ck_assert_uint_gt(talloc_total_blocks(NULL), blocks); /* it did need blocks */
+		for (int i = 0; i < N; i++)
+			pfree(p[round == 0 ? i : N - 1 - i]);
+		ck_assert_uint_eq(talloc_total_blocks(NULL), blocks);
+	}
+	ck_assert_str_eq(old, "older chunk");
+	pfree(old);
+	mc_end();
+}
+END_TEST
+
+START_TEST(test_repalloc_classes)
+{
+	MemoryContext ctx;
+	char *p, *q;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "resized", ALLOCSET_SMALL_SIZES);
+	p = MemoryContextAlloc(ctx, 20);
+	memcpy(p, "0123456789abcdefghi", 20);
+	/* Within the size class (17..32 bytes) the chunk stays where it is. */
+	q = repalloc(p, 32);
+	ck_assert_ptr_eq(q, p);
+	ck_assert_uint_eq(GetMemoryChunkSpace(q), 32);
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 32);
+	q = repalloc(q, 17);
+	ck_assert_ptr_eq(q, p);
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 17);
+	/* Small to large, large to larger, large to small: the data follows. */
+	q = repalloc(q, 50000);
+	ck_assert_mem_eq(q, "0123456789abcdefg", 17);
+	q[49999] = 'z';
+	q = repalloc(q, 200000);
+	ck_assert_mem_eq(q, "0123456789abcdefg", 17);
+	ck_assert_int_eq(q[49999], 'z');
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 200000);
+	q = repalloc(q, 10);
+	ck_assert_mem_eq(q, "0123456789", 10);
+	ck_assert_uint_eq(GetMemoryChunkSpace(q), 10);
+	ck_assert_uint_eq(MemoryContextMemAllocated(ctx, false), 10);
+	ck_assert_ptr_eq(GetMemoryChunkContext(q), ctx);
+	pfree(q);
+	ck_assert(MemoryContextIsEmpty(ctx));
+	MemoryContextDelete(ctx);
+	mc_end();
+}
+END_TEST
+
+/* A reset drops a million chunks at once and leaves only the context and its store. */
+START_TEST(test_reset_many_chunks)
+{
+	MemoryContext ctx;
+	TreeTotals t;
+	char *p;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "a million", ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < 1000000; i++)
+		*(char *) MemoryContextAlloc(ctx, 16) = 'x';
+	t = tree_totals(ctx);
+	ck_assert_uint_eq(t.chunks, 1000000);
+	ck_assert_uint_eq(t.bytes, 16000000);
+	MemoryContextReset(ctx);
+	t = tree_totals(ctx);
+	ck_assert_uint_eq(t.chunks, 0);
+	ck_assert_uint_eq(t.bytes, 0);
+	ck_assert_uint_eq(talloc_total_blocks(ctx), 2);
+	/* The keeper is carved again from its start. */
+	p = MemoryContextAlloc(ctx, 16);
+	ck_assert_ptr_eq(GetMemoryChunkContext(p), ctx);
+	MemoryContextDelete(ctx);
+	mc_end();
+}
+END_TEST
+
+START_TEST(test_freed_chunks_refused)
+{
+	MemoryContext ctx;
+	char *p, *big;
+	char want[128];
+	Caught e;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "double free", ALLOCSET_DEFAULT_SIZES);
+	p = MemoryContextAlloc(ctx, 40);
+	(void) MemoryContextAlloc(ctx, 40); /* keeps the keeper busy, so p stays on a free list */
+	pfree(p);
+	snprintf(want, sizeof want, "pfree called with invalid pointer %p", (void *) p);
+	catch_error(do_pfree, p, &e);
+	ck_assert_raised(e, ERRCODE_INTERNAL_ERROR, want);
+	ck_assert_str_eq(e.detail, "The chunk was already freed.");
+	snprintf(want, sizeof want, "repalloc called with invalid pointer %p", (void *) p);
+	catch_error(do_repalloc, p, &e);
+	ck_assert_raised(e, ERRCODE_INTERNAL_ERROR, want);
+	catch_error(do_chunk_context, p, &e);
+	ck_assert(e.raised);
+	/* The free list is intact: the next chunk of that class is p again. */
+	ck_assert_ptr_eq(MemoryContextAlloc(ctx, 33), p);
+	big = MemoryContextAlloc(ctx, 50000);
+	ck_assert_ptr_eq(GetMemoryChunkContext(big), ctx);
+	pfree(big);
+#ifndef MCXT_TEST_ASAN
+	/*
+	 * A chunk of the keeper from before a reset: its header is still there
+	 * but its generation is old.  (Under ASan the read itself is reported,
+	 * which is the better diagnosis.)
+	 */
+	p = MemoryContextStrdup(ctx, "before the reset");
+	MemoryContextReset(ctx);
+	snprintf(want, sizeof want, "pfree called with invalid pointer %p", (void *) p);
+	catch_error(do_pfree, p, &e);
+	ck_assert_raised(e, ERRCODE_INTERNAL_ERROR, want);
+	ck_assert_str_eq(e.detail, "The chunk was freed when its memory context was reset.");
+#endif
+	MemoryContextDelete(ctx);
+	mc_end();
+}
+END_TEST
+
+#ifdef MCXT_TEST_ASAN
+/* In a child: write to a chunk after pfree; AddressSanitizer must stop the process. */
+static void
+use_after_pfree_child(void *arg)
+{
+	char *p = palloc(64);
+
+	(void) arg;
+	pfree(p);
+	p[3] = 'x';
+}
+
+/* In a child: write past the size requested (inside the size class). */
+static void
+overrun_child(void *arg)
+{
+	volatile char *p = palloc(20);
+
+	(void) arg;
+	p[24] = 'x';
+}
+
+START_TEST(test_asan_poisoning)
+{
+	mc_begin();
+	ck_assert_int_ne(tu_wait_exit_code(tu_fork(use_after_pfree_child, NULL)), 0);
+	ck_assert_int_ne(tu_wait_exit_code(tu_fork(overrun_child, NULL)), 0);
+	mc_end();
+}
+END_TEST
+#endif
 
 static Suite *
 mcxt_suite(void)
@@ -897,6 +1248,10 @@ mcxt_suite(void)
 	tcase_add_test(tc, test_user_talloc_objects);
 	tcase_add_test(tc, test_callback_error_does_not_stop_cleanup);
 	tcase_add_test(tc, test_reset_top_recreates_error_context);
+	tcase_add_test(tc, test_many_chunks);
+	tcase_add_test(tc, test_top_blocks_come_back);
+	tcase_add_test(tc, test_repalloc_classes);
+	tcase_add_test(tc, test_reset_many_chunks);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("errors", 20);
@@ -905,6 +1260,10 @@ mcxt_suite(void)
 	tcase_add_test(tc, test_error_context_reserve);
 	tcase_add_test(tc, test_bad_pointers);
 	tcase_add_test(tc, test_delete_top_refused);
+	tcase_add_test(tc, test_freed_chunks_refused);
+#ifdef MCXT_TEST_ASAN
+	tcase_add_test(tc, test_asan_poisoning);
+#endif
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -526,8 +526,10 @@ holder_a(Datum arg)
 	CurrentResourceOwner = NULL;
 	*(uint32_t *) dsm_segment_address(shared) = 0xfeedface;
 	tu_pipe_send(&ctx.to_b, dsm_segment_handle(shared));
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* B attached */
 	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(mine));
 	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(scoped));
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(shared));
 	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
 }
 
@@ -540,7 +542,7 @@ holder_b(Datum arg)
 
 	(void) arg;
 	ck_assert_ptr_nonnull(s);
-	tu_pipe_send(&ctx.to_sup, h);
+	tu_pipe_send(&ctx.to_a, 1);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 2); /* A was killed and reaped */
 	/* Business as usual: the data is there, new segments reuse the freed slots. */
 	ck_assert_uint_eq(*(uint32_t *) dsm_segment_address(s), 0xfeedface);

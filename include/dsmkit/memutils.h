@@ -27,11 +27,12 @@ extern "C" {
 #define AllocSizeIsValid(size) ((Size) (size) <= MaxAllocSize)
 #define MaxAllocHugeSize (SIZE_MAX / 2)
 /*
- * talloc makes no chunk of 256 MB or more, so this is the real ceiling,
- * with or without MCXT_ALLOC_HUGE; larger requests raise the same ERROR
- * as an invalid size.
+ * talloc makes no object of 256 MB or more, and a chunk that large is a
+ * talloc object with 48 bytes of dsmkit headers in front, so this is the
+ * real ceiling, with or without MCXT_ALLOC_HUGE; larger requests raise the
+ * same ERROR as an invalid size.
  */
-#define MaxTallocChunkSize ((Size) 0x0fffffff)
+#define MaxTallocChunkSize ((Size) 0x0fffffff - 48)
 
 DSMKIT_API extern MemoryContext TopMemoryContext;
 DSMKIT_API extern MemoryContext ErrorContext;
