@@ -16,7 +16,8 @@ libdsmkit_la_SOURCES = \
 	src/injection.c \
 	src/dsmkit_int.h \
 	src/injection.h \
-	src/dsm_impl_int.h
+	src/dsm_impl_int.h \
+	src/dsm_int.h
 
 libdsmkit_la_CFLAGS = $(AM_CFLAGS) @VISIBILITY_CFLAGS@ $(TALLOC_CFLAGS) -DDSMKIT_BUILDING_LIBRARY
 libdsmkit_la_LIBADD = $(TALLOC_LIBS)
