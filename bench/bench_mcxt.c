@@ -5,7 +5,7 @@
  * repetition (median of BENCH_REPS repetitions):
  *   - palloc/pfree of 64 bytes, one chunk live at a time, in a context made
  *     with ALLOCSET_DEFAULT_SIZES; floor: malloc/free of 64 bytes.
- *   - the same in a context made with initBlockSize 0 (no talloc pool).
+ *   - the same in a context made with initBlockSize 0 (no keeper block).
  *   - the same with 100 chunks live (allocate 100, free them in order).
  *   - talloc_size/talloc_free of 64 bytes under a plain talloc context;
  *     floor: malloc/free.
@@ -179,7 +179,7 @@ main(int argc, char **argv)
 
 	MemoryContextInit();
 	ctx = AllocSetContextCreate(TopMemoryContext, "bench", ALLOCSET_DEFAULT_SIZES);
-	nopool = AllocSetContextCreate(TopMemoryContext, "bench no pool", 0, 0, 0);
+	nopool = AllocSetContextCreate(TopMemoryContext, "bench no keeper", 0, 0, 0);
 	tctx = talloc_new(NULL);
 
 	/* Warm up the allocators once. */
@@ -203,7 +203,7 @@ main(int argc, char **argv)
 
 	bench_report(results, "W5 palloc/pfree 64B", bench_median(pal, BENCH_REPS),
 				 bench_median(mal, BENCH_REPS));
-	bench_report(results, "W5 palloc/pfree 64B (no pool)", bench_median(np, BENCH_REPS),
+	bench_report(results, "W5 palloc/pfree 64B (no keeper)", bench_median(np, BENCH_REPS),
 				 bench_median(mal3, BENCH_REPS));
 	bench_report(results, "W5 palloc/pfree 64B (100 live)", bench_median(pb, BENCH_REPS),
 				 bench_median(mb, BENCH_REPS));

@@ -81,6 +81,16 @@ static dsm_segment *dsm_mappings_head = NULL;
 static dsm_segment **dsm_mappings_by_slot = NULL;
 static uint32_t dsm_mappings_nslots = 0;
 
+/*
+ * Process-local: descriptors of detached mappings kept for reuse (linked
+ * through next), so that an attach+detach pair does not pay an allocation
+ * and a free.  At most DSM_SEGMENT_CACHE_MAX; TopMemoryContext; freed by
+ * the backend exit hook.
+ */
+#define DSM_SEGMENT_CACHE_MAX 16
+static dsm_segment *dsm_segment_cache = NULL;
+static int dsm_segment_ncached = 0;
+
 /* Process-local: a repair happened under the lock; logged once the lock is released. */
 static int dsm_repair_pending_backend = INT32_MIN;
 static uint32_t dsm_repair_pending_op = 0;
@@ -88,6 +98,56 @@ static uint32_t dsm_repair_pending_nundo = 0;
 
 static void dsm_resowner_release(Datum res);
 static char *dsm_resowner_print(Datum res);
+
+/*
+ * A zeroed mapping descriptor, from the cache or TopMemoryContext, with no
+ * slot yet.  ERROR on out of memory (nothing changed).  Give it back with
+ * dsm_segment_free().
+ */
+static dsm_segment *
+dsm_segment_alloc(void)
+{
+	dsm_segment *seg = dsm_segment_cache;
+
+	if (seg != NULL)
+	{
+		dsm_segment_cache = seg->next;
+		dsm_segment_ncached--;
+		memset(seg, 0, sizeof *seg);
+	}
+	else
+		seg = MemoryContextAllocZero(TopMemoryContext, sizeof(dsm_segment));
+	seg->control_slot = DSM_NO_SLOT;
+	return seg;
+}
+
+/* Give a descriptor back: to the cache while it has room, else to the allocator.  Never fails. */
+static void
+dsm_segment_free(dsm_segment *seg)
+{
+	if (dsm_segment_ncached < DSM_SEGMENT_CACHE_MAX)
+	{
+		seg->next = dsm_segment_cache;
+		dsm_segment_cache = seg;
+		dsm_segment_ncached++;
+	}
+	else
+		pfree(seg);
+}
+
+/* Free every cached descriptor (the backend exit hook).  Never fails. */
+static void
+dsm_segment_cache_free(void)
+{
+	while (dsm_segment_cache != NULL)
+	{
+		dsm_segment *seg = dsm_segment_cache;
+
+		dsm_segment_cache = seg->next;
+		pfree(seg);
+	}
+	dsm_segment_ncached = 0;
+}
 
 /* How the resource owner module knows a mapping. */
 static const ResourceOwnerDesc dsm_resowner_desc = {
@@ -265,8 +325,24 @@ dsm_control_segment_sane(const dsm_control_header *control, size_t mapped_size)
  * ---------------------------------------------------------------------
  */
 
-/* Keep the compiler from moving stores across this point (what a dying process wrote, stays). */
-#define dsm_store_barrier() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+/*
+ * Order the stores of an update (log entry, log length, field) as the
+ * program wrote them.  Only the compiler has to be kept from reordering
+ * them; no CPU fence is needed, for two reasons.  (1) Other processes read
+ * the control segment under the lock only, and the mutex's acquire and
+ * release already order everything for them.  (2) The one reader that
+ * sees a half-done update is the next locker after the writer died.  The
+ * writer's stores are then complete: a process cannot die between a store
+ * and its becoming visible; it stops at an instruction boundary, and the
+ * kernel, on that CPU, marks the robust futex FUTEX_OWNER_DIED with a fully
+ * ordered atomic operation after every store the process executed, which
+ * the next locker's acquire of the futex synchronises with.  So the
+ * repairer sees exactly a prefix of the program-ordered stores, which is
+ * what the undo protocol (dsm_int.h, invariant 2) needs.  A full fence
+ * here cost 3 mfences per logged field, about a third of the library's
+ * overhead on attach+detach.
+ */
+#define dsm_store_barrier() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 
 /* Start an update of kind op; the caller holds the lock. */
 static void
@@ -485,15 +561,16 @@ dsm_ref_is_set(dsm_control_header *control, int backend, uint32_t slot)
 
 /*
  * Destroy the operating-system segment of a moribund slot (refcnt 1, whose
- * busy field names us), then free the slot.  If the destroy fails, the
- * slot stays moribund with nobody busy on it, so that no one attaches it
- * and the supervisor retries at shutdown.  Called without the lock.  Never
- * raises: problems are reported at elevel (< ERROR).
+ * busy field names us), then free the slot.  priv is the implementation's
+ * private data from this process's mapping, if it had one (it saves System
+ * V a key lookup), else NULL.  If the destroy fails, the slot stays
+ * moribund with nobody busy on it, so that no one attaches it and the
+ * supervisor retries at shutdown.  Called without the lock.  Never raises:
+ * problems are reported at elevel (< ERROR).
  */
 static void
-dsm_destroy_moribund(uint32_t slot, dsm_handle handle, int elevel)
+dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 {
-	void *priv = NULL;
 	void *addr = NULL;
 	size_t size = 0;
 	bool ok;
@@ -559,6 +636,8 @@ dsm_local_reset(void)
 	dsm_mappings_head = NULL;
 	dsm_mappings_by_slot = NULL;
 	dsm_mappings_nslots = 0;
+	dsm_segment_cache = NULL;
+	dsm_segment_ncached = 0;
 	dsm_backend_index = -1;
 	dsm_role = DSMKIT_ROLE_NONE;
 	dsm_repair_pending_backend = INT32_MIN;
@@ -622,6 +701,7 @@ dsm_backend_shutdown(int code, Datum arg)
 	}
 	if (dsm_mappings_by_slot != NULL)
 		pfree(dsm_mappings_by_slot);
+	dsm_segment_cache_free();
 	dsm_local_reset();
 	if (joined && dsm_control != NULL)
 	{
@@ -776,7 +856,7 @@ dsm_backend_reclaim(int index, pid_t expect_pid)
 			ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend",
 								   destroy));
 			/* It may not exist (a create that died before making it): report quietly. */
-			dsm_destroy_moribund(slot, destroy, DEBUG1);
+			dsm_destroy_moribund(slot, destroy, NULL, DEBUG1);
 		}
 	}
 	if (dsm_control_lock(WARNING))
@@ -1389,7 +1469,7 @@ dsm_unpin_segment(dsm_handle h)
 				errmsg("cannot unpin dynamic shared memory segment %u: it is not a pinned live segment",
 					   h));
 	if (destroy)
-		dsm_destroy_moribund(slot, h, WARNING);
+		dsm_destroy_moribund(slot, h, NULL, WARNING);
 }
 
 /* This process's mapping of h, or NULL.  O(1).  Never fails. */

@@ -145,25 +145,106 @@ dsm_impl_sysv_key(dsm_handle handle)
 	return (tag << 16) | low;
 }
 
+/* Write v as 8 lowercase hexadecimal digits at p (no terminator); returns p + 8. */
+static inline char *
+put_hex8(char *p, uint32_t v)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = 7; i >= 0; i--)
+	{
+		p[i] = digits[v & 0xf];
+		v >>= 4;
+	}
+	return p + 8;
+}
+
+/* Copy the literal lit (without its terminator) to p; returns the end. */
+#define PUT_LITERAL(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
+
+/*
+ * Format the name of handle into out, which has room for DSM_IMPL_NAME_MAX
+ * bytes (always enough: dsm_impl_configure() bounds realdir), and return
+ * its length.  This is on the path of every attach and create, so it is
+ * written out by hand: snprintf() costs more than a hundred nanoseconds
+ * here, a few percent of a whole attach+detach.  The forms are those
+ * documented at dsm_impl_segment_name().  Never fails.
+ */
+static size_t
+format_segment_name(dsm_handle handle, char *out)
+{
+	char *p = out;
+
+	switch (dsm_impl_cfg.impl)
+	{
+		case DSM_IMPL_SYSV:
+			p = PUT_LITERAL(p, "key 0x");
+			p = put_hex8(p, dsm_impl_sysv_key(handle));
+			break;
+		case DSM_IMPL_MMAP:
+		{
+			size_t len = strnlen(dsm_impl_cfg.realdir, sizeof dsm_impl_cfg.realdir - 1);
+
+			memcpy(p, dsm_impl_cfg.realdir, len);
+			p += len;
+			p = PUT_LITERAL(p, "/dsmkit.");
+			p = put_hex8(p, dsm_impl_cfg.cluster_id);
+			*p++ = '.';
+			p = put_hex8(p, handle);
+			break;
+		}
+		default:
+			p = PUT_LITERAL(p, "/dsmkit.");
+			p = put_hex8(p, dsm_impl_cfg.cluster_id);
+			*p++ = '.';
+			p = put_hex8(p, handle);
+			break;
+	}
+	*p = '\0';
+	return (size_t) (p - out);
+}
+
 /*
  * The operating-system name of a segment in the configured implementation
- * (before dsm_impl_configure(): the POSIX form with cluster id 0).  Writes
- * at most buflen bytes, always terminated when buflen > 0, and returns what
- * snprintf() returns.  Never fails.
+ * (before dsm_impl_configure(): the POSIX form with cluster id 0):
+ * "key 0x<key>" for System V, "<realdir>/dsmkit.<cluster>.<handle>" for
+ * mmap, "/dsmkit.<cluster>.<handle>" for POSIX, numbers as 8 lowercase
+ * hexadecimal digits.  Writes at most buflen bytes, always terminated when
+ * buflen > 0, and returns the full name's length, as snprintf() would.
+ * Never fails.
  */
 int
 dsm_impl_segment_name(dsm_handle handle, char *buf, size_t buflen)
 {
+	char name[DSM_IMPL_NAME_MAX];
+	size_t len = format_segment_name(handle, name);
+
+	if (buflen > 0)
+	{
+		size_t n = len < buflen ? len : buflen - 1;
+
+		memcpy(buf, name, n);
+		buf[n] = '\0';
+	}
+	return (int) len;
+}
+
+/* Dispatch one operation to the configured implementation; arguments as dsm_impl_op(). */
+static bool
+dispatch(dsm_op op, dsm_handle handle, const char *name, size_t request_size, void **impl_private,
+		 void **mapped_address, size_t *mapped_size, int elevel)
+{
 	switch (dsm_impl_cfg.impl)
 	{
 		case DSM_IMPL_SYSV:
-			return snprintf(buf, buflen, "key 0x%08x", (unsigned) dsm_impl_sysv_key(handle));
+			return dsm_impl_sysv(op, handle, name, request_size, impl_private, mapped_address,
+								 mapped_size, elevel);
 		case DSM_IMPL_MMAP:
-			return snprintf(buf, buflen, "%s/dsmkit.%08x.%08x", dsm_impl_cfg.realdir,
-							(unsigned) dsm_impl_cfg.cluster_id, (unsigned) handle);
+			return dsm_impl_mmap(op, name, request_size, impl_private, mapped_address,
+								 mapped_size, elevel);
 		default:
-			return snprintf(buf, buflen, "/dsmkit.%08x.%08x", (unsigned) dsm_impl_cfg.cluster_id,
-							(unsigned) handle);
+			return dsm_impl_posix(op, name, request_size, impl_private, mapped_address,
+								  mapped_size, elevel);
 	}
 }
 
@@ -214,7 +295,25 @@ dsm_impl_op(dsm_op op, dsm_handle handle, size_t request_size, void **impl_priva
 				errmsg("invalid dynamic shared memory handle 0"));
 		return false;
 	}
-	dsm_impl_segment_name(handle, name, sizeof name);
+	if (op == DSM_OP_DETACH)
+	{
+		/*
+		 * Unmapping needs no name; it only goes into a report.  So try
+		 * without one, silently (a failed DETACH changes nothing, see
+		 * dsm_impl.h), and build the name only to report a failure.
+		 */
+		int err;
+
+		if (dispatch(op, handle, "", 0, impl_private, mapped_address, mapped_size, DEBUG5))
+			return true;
+		err = errno;
+		format_segment_name(handle, name);
+		errno = err;
+		ereport(elevel, dsm_impl_errcode(err),
+				errmsg("could not unmap shared memory segment \"%s\": %m", name));
+		return false;
+	}
+	format_segment_name(handle, name);
 	if ((op == DSM_OP_CREATE || op == DSM_OP_RESIZE) && request_size == 0)
 	{
 		ereport(elevel, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -243,16 +342,6 @@ dsm_impl_op(dsm_op op, dsm_handle handle, size_t request_size, void **impl_priva
 			return false;
 	}
 
-	switch (dsm_impl_cfg.impl)
-	{
-		case DSM_IMPL_SYSV:
-			return dsm_impl_sysv(op, handle, name, request_size, impl_private, mapped_address,
-								 mapped_size, elevel);
-		case DSM_IMPL_MMAP:
-			return dsm_impl_mmap(op, name, request_size, impl_private, mapped_address,
-								 mapped_size, elevel);
-		default:
-			return dsm_impl_posix(op, name, request_size, impl_private, mapped_address,
-								  mapped_size, elevel);
-	}
+	return dispatch(op, handle, name, request_size, impl_private, mapped_address, mapped_size,
+					elevel);
 }

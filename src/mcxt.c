@@ -51,10 +51,12 @@
  * a keeper, the block being carved stays); so memory comes back to the
  * system when it is no longer used, and a talloc block count (what the
  * test suites compare) returns to its old value once a caller has freed
- * what it allocated in TopMemoryContext.  The cost is a doubly linked free
- * list, since emptying a block unlinks its free chunks, and, in the worst
- * case (a full keeper and no free chunk of the class), a block malloc'd
- * and freed by a palloc/pfree pair.
+ * what it allocated in TopMemoryContext.  Once its keeper is empty again
+ * and no other block is being carved, a context starts carving its keeper
+ * from the beginning.  The cost is a doubly linked free list, since
+ * emptying a block unlinks its free chunks, and, in the worst case (a
+ * keeper full of live chunks and no free chunk of the class), a block
+ * malloc'd and freed by a palloc/pfree pair.
  *
  * Counters: every context counts its live chunks and the bytes they were
  * requested with; MemoryContextStats() and MemoryContextMemAllocated()

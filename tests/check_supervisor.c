@@ -590,10 +590,19 @@ END_TEST
 
 /* ---- a backend killed while holding the control lock --------------------------- */
 
+/*
+ * A waits for the supervisor's go before it takes the lock: the supervisor
+ * itself takes the control lock in supervisor_spawn_backend() after the
+ * fork (to record the child's pid), and a child that ran ahead and already
+ * sat in the WAIT point with the lock held would block its own killer
+ * forever.  A lock held until killed is this test's premise, so the
+ * supervisor must be done with the lock before A takes it.
+ */
 static void
 locker_a(Datum arg)
 {
 	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* the supervisor no longer needs the lock */
 	InjectionPointAttach("dsm-control-locked", INJECTION_WAIT, ctx.bytes.wr, 0, 1);
 	(void) dsm_create(4096, 0); /* blocks with the lock held, until killed */
 	ck_abort_msg("the wait injection point returned");
@@ -618,7 +627,8 @@ locker_supervisor(void)
 
 	supervisor_spawn_backend(locker_b, 0);
 	a = supervisor_spawn_backend(locker_a, 0);
-	read_byte(ctx.bytes.rd);
+	tu_pipe_send(&ctx.to_a, 1);
+	read_byte(ctx.bytes.rd); /* A holds the lock and waits */
 	kill(a, SIGKILL);
 	tu_pipe_send(&ctx.to_b, 1);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,13 @@ __lsan_default_options(void)
 
 /* The pid of the runner process; cluster directories carry it in their name. */
 static pid_t runner_pid;
+
+/*
+ * True once tu_run_suite() gave the run a System V IPC namespace of its own
+ * (see tu_private_ipc_namespace()): every System V segment then belongs to
+ * this run.
+ */
+static bool private_ipc;
 
 static size_t baseline_blocks;
 static int baseline_fds;
@@ -177,7 +186,47 @@ tu_posix_segments(const char *dir, bool remove)
 	return n;
 }
 
-/* Visit (and optionally remove) the System V segments carrying dir's cluster tag. */
+/*
+ * True if process pid runs and descends from the runner (or is the
+ * runner).  Used only without a private IPC namespace, to tell this run's
+ * System V segments from another run's whose cluster tag collides.
+ */
+static bool
+tu_live_descendant(pid_t pid)
+{
+	for (int depth = 0; depth < 64 && pid > 1; depth++)
+	{
+		char path[64];
+		char buf[512];
+		char *p;
+		int ppid;
+		FILE *f;
+
+		if (pid == runner_pid)
+			return true;
+		snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+		f = fopen(path, "r");
+		if (f == NULL)
+			return false;
+		p = fgets(buf, sizeof buf, f);
+		fclose(f);
+		/* Fields after the command name (which may hold ") "): state, then ppid. */
+		if (p == NULL || (p = strrchr(buf, ')')) == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
+			return false;
+		pid = ppid;
+	}
+	return false;
+}
+
+/*
+ * Visit (and optionally remove) the System V segments carrying dir's
+ * cluster tag.  The tag has only 16 bits, so another cluster running at the
+ * same time (another suite, the stress program, a developer's run) can
+ * carry it too.  In a private IPC namespace no other cluster is visible.
+ * Without one, a segment whose creator still runs outside this run's
+ * process tree is another run's and is neither counted nor removed; a
+ * segment whose creator is gone stays counted (it may be our leak).
+ */
 static int
 tu_sysv_segments(const char *dir, bool remove)
 {
@@ -202,10 +251,13 @@ tu_sysv_segments(const char *dir, bool remove)
 	{
 		long long key;
 		int shmid;
+		int cpid;
 
-		if (sscanf(line, "%lld %d", &key, &shmid) != 2)
+		if (sscanf(line, "%lld %d %*s %*s %d", &key, &shmid, &cpid) != 3)
 			continue;
 		if (((uint32_t) key >> 16) != tag || (uint32_t) key == 0)
+			continue;
+		if (!private_ipc && runner_pid != 0 && kill(cpid, 0) == 0 && !tu_live_descendant(cpid))
 			continue;
 		n++;
 		if (remove)
@@ -419,6 +471,83 @@ tu_tcase(const char *name, double timeout_seconds)
 	return tc;
 }
 
+/* Write s to the file path; false on failure. */
+static bool
+tu_write_proc_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, s, strlen(s)) == (ssize_t) strlen(s);
+	close(fd);
+	return ok;
+}
+
+/* unshare(flags) and, with CLONE_NEWUSER, map our own uid and gid; false on failure. */
+static bool
+tu_unshare_ipc(int flags)
+{
+	char map[64];
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+
+	if (unshare(flags) != 0)
+		return false;
+	if (!(flags & CLONE_NEWUSER))
+		return true;
+	snprintf(map, sizeof map, "%u %u 1\n", (unsigned) uid, (unsigned) uid);
+	if (!tu_write_proc_file("/proc/self/uid_map", map))
+		return false;
+	(void) tu_write_proc_file("/proc/self/setgroups", "deny");
+	snprintf(map, sizeof map, "%u %u 1\n", (unsigned) gid, (unsigned) gid);
+	return tu_write_proc_file("/proc/self/gid_map", map);
+}
+
+/*
+ * Give the run a System V IPC namespace of its own, so that the System V
+ * leak checks, the sweep and dsm_control_check()'s orphan scan see this
+ * run's segments only: cluster tags have 16 bits and collide now and then
+ * with another cluster running on the machine.  The namespace is inherited
+ * by every test process, supervisor, backend and exec'd helper.  POSIX
+ * segments (/dev/shm) and files are not affected.  CLONE_NEWIPC needs
+ * CAP_SYS_ADMIN; an unprivileged user gets it inside a user namespace that
+ * maps only his own uid and gid (tried first in a throw-away child, since a
+ * half-made user namespace cannot be left).  If neither works the run uses
+ * the shared namespace, and tu_sysv_segments() filters by creator.  Set
+ * DSMKIT_TEST_SHARED_IPC=1 to skip this (to watch a run with ipcs).
+ */
+static void
+tu_private_ipc_namespace(void)
+{
+	const char *env = getenv("DSMKIT_TEST_SHARED_IPC");
+	int flags = CLONE_NEWIPC;
+	pid_t probe;
+	int status;
+
+	if (env != NULL && env[0] != '\0' && strcmp(env, "0") != 0)
+		return;
+	if (unshare(CLONE_NEWIPC) == 0)
+	{
+		private_ipc = true;
+		return;
+	}
+	flags |= CLONE_NEWUSER;
+	fflush(stderr);
+	probe = fork();
+	if (probe == 0)
+		_exit(tu_unshare_ipc(flags) ? 0 : 1);
+	if (probe > 0 && waitpid(probe, &status, 0) == probe && WIFEXITED(status) &&
+		WEXITSTATUS(status) == 0 && tu_unshare_ipc(flags))
+	{
+		private_ipc = true;
+		return;
+	}
+	fprintf(stderr, "note: no private System V IPC namespace (%s); System V leak checks may "
+			"be fooled by another cluster with the same 16-bit tag\n", strerror(errno));
+}
+
 int
 tu_run_suite(Suite *suite)
 {
@@ -430,6 +559,7 @@ tu_run_suite(Suite *suite)
 	struct dirent *de;
 
 	runner_pid = getpid();
+	tu_private_ipc_namespace();
 	srunner_set_fork_status(sr, CK_FORK);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -38,10 +38,12 @@ DSMKIT_API extern MemoryContext TopMemoryContext;
 DSMKIT_API extern MemoryContext ErrorContext;
 
 /*
- * Size hints, kept for source compatibility with PostgreSQL's
+ * Block sizes, as in PostgreSQL's
  * AllocSetContextCreate(parent, name, ALLOCSET_DEFAULT_SIZES): minimum,
- * initial and maximum block size.  dsmkit uses the initial size to decide
- * whether to give the context a talloc pool.
+ * initial and maximum block size.  dsmkit reserves the initial size with
+ * the context (the keeper block, kept across resets; none for 0), starts
+ * further blocks at that size and doubles them up to the maximum.  The
+ * minimum is accepted for source compatibility.
  */
 #define ALLOCSET_DEFAULT_MINSIZE 0
 #define ALLOCSET_DEFAULT_INITSIZE (8 * 1024)
@@ -62,8 +64,10 @@ DSMKIT_API void MemoryContextInit(void);
  * what AllocSetContextCreate(TopMemoryContext, ...) passes before the
  * first use has created it).  name must be a string that lives as long as
  * the context (a literal).  A nonzero initBlockSize reserves that many
- * bytes up front (a talloc pool); the other sizes are ignored.  Raises
- * ERROR out of memory; never returns NULL.
+ * bytes of chunk space up front (the keeper block); further blocks start
+ * at initBlockSize (at least 1 kB) and double up to maxBlockSize (at most
+ * 8 MB; 0 means 8 MB); minContextSize is ignored.  Raises ERROR out of
+ * memory; never returns NULL.
  */
 DSMKIT_API MemoryContext AllocSetContextCreateInternal(MemoryContext parent, const char *name,
 													   Size minContextSize, Size initBlockSize,
@@ -78,16 +82,17 @@ DSMKIT_API MemoryContext MemoryContextGetParent(MemoryContext context);
 DSMKIT_API bool MemoryContextIsEmpty(MemoryContext context);
 
 /*
- * The context a palloc'd chunk belongs to (the nearest context among its
- * talloc ancestors); ERROR for NULL or a pointer palloc did not return.
+ * The context a palloc'd chunk belongs to (read from the chunk's header);
+ * ERROR for NULL, a freed chunk or a pointer palloc did not return.
  */
 DSMKIT_API MemoryContext GetMemoryChunkContext(void *pointer);
-/* The usable size of a palloc'd chunk. */
+/* The usable size of a palloc'd chunk: the size it was requested with. */
 DSMKIT_API Size GetMemoryChunkSpace(void *pointer);
 
 /*
  * Bytes requested by the chunks of context (and of its descendants when
- * recurse), without talloc's headers or the unused part of a reserve.
+ * recurse), plus the sizes of talloc objects callers hung there; without
+ * headers, block sizes or free space.
  */
 DSMKIT_API Size MemoryContextMemAllocated(MemoryContext context, bool recurse);
 

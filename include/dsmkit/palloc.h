@@ -1,11 +1,14 @@
 /*
  * dsmkit/palloc.h: allocating in memory contexts (palloc and friends).
  *
- * A memory context is a talloc context: every chunk palloc() returns is a
- * talloc child of its context, so freeing or resetting the context frees
- * the chunk, and code that already uses talloc may hang its own objects
- * (with destructors) below a context.  See memutils.h for creating and
- * managing contexts.
+ * A memory context is a talloc context: code that already uses talloc may
+ * hang its own objects (with destructors) below a context, and freeing the
+ * context with talloc_free() deletes it.  The chunks palloc() returns are
+ * not talloc objects: they are carved out of blocks the context owns (as
+ * in PostgreSQL's AllocSet), which is what makes palloc/pfree about as
+ * cheap as malloc/free and a reset cost per block, not per chunk.  Freeing
+ * or resetting the context frees its chunks.  Never pass a chunk to a
+ * talloc function.  See memutils.h for creating and managing contexts.
  *
  * Failure model: palloc() and friends never return NULL; out of memory
  * raises ERROR with ERRCODE_OUT_OF_MEMORY, unless MCXT_ALLOC_NO_OOM is
@@ -21,7 +24,7 @@
 extern "C" {
 #endif
 
-/* A memory context: a talloc context with a name and reset callbacks. */
+/* A memory context: a talloc context with a name, blocks of chunks and reset callbacks. */
 typedef struct MemoryContextData *MemoryContext;
 
 /*
@@ -55,7 +58,10 @@ DSMKIT_API void *palloc0(Size size);
 DSMKIT_API void *palloc_extended(Size size, int flags);
 /* Resize a chunk in its own context; ERROR on a bad pointer or size. */
 DSMKIT_API void *repalloc(void *pointer, Size size);
-/* Free a chunk; ERROR (not corruption) on NULL or a pointer palloc did not return. */
+/*
+ * Free a chunk; ERROR (not corruption) on NULL, on a chunk already freed
+ * and on a pointer palloc did not return (see palloc(3) for the limits).
+ */
 DSMKIT_API void pfree(void *pointer);
 
 DSMKIT_API char *pstrdup(const char *in);

@@ -1,0 +1,855 @@
+/*
+ * inspect.c: reading a cluster from the outside (dsm_cluster_inspect())
+ * and removing what a dead one left (dsm_cluster_cleanup()).
+ *
+ * Both work from a process that need not belong to the cluster.  They
+ * reuse the library's own readers: dsm_read_state_file() for the state
+ * file, dsm_control_segment_sane() and the layout accessors of dsm_int.h
+ * for the control segment, dsm_process_alive() for liveness, and
+ * dsm_impl_op() to map and destroy segments.  For the duration of a call
+ * the process's dsm_impl configuration is switched to the inspected
+ * cluster and then put back exactly as it was (dsm_impl_cfg is a plain
+ * struct, so a copy restores it).
+ *
+ * Inspection never writes to the cluster: the control segment is copied
+ * without its lock (taking the lock could repair a dead holder's update,
+ * which is a change).  To get a committed state without the lock, the
+ * segment is copied twice and the copies compared; equal copies with an
+ * empty undo log are a committed state.
+ */
+#define _GNU_SOURCE
+#include "dsm_int.h"
+#include "dsm_impl_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dsmkit/elog.h>
+#include <dsmkit/inspect.h>
+#include <dsmkit/memutils.h>
+
+#define LOCK_FILE_NAME "dsmkit.pid"
+#define STATE_FILE_NAME "dsmkit.state"
+#define SNAPSHOT_ATTEMPTS 50
+
+/*
+ * Process-local: what one call found out about a directory before it maps
+ * anything.  Paths live in the caller's memory context.
+ */
+typedef struct cluster_files
+{
+	const char *directory;   /* as given */
+	char *state_path;        /* "<dir>/dsmkit.state" */
+	char *lock_path;         /* "<dir>/dsmkit.pid" */
+	bool have_state;         /* the state file exists */
+	bool have_lock;          /* the lock file exists */
+	bool state_valid;        /* the state file parsed (then info is filled) */
+	dsm_state_info info;     /* the parsed state file */
+	pid_t lock_pid;          /* pid in the lock file, 0 if none or garbage */
+	uint64_t lock_start;     /* start time in the lock file */
+} cluster_files;
+
+/* ---------------------------------------------------------------------
+ * Files of the directory
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Raise ERROR unless directory names an existing directory.  The errcode
+ * follows errno (ERRCODE_UNDEFINED_FILE for a missing one).
+ */
+static void
+require_directory(const char *directory)
+{
+	struct stat st;
+
+	if (directory == NULL || directory[0] == '\0')
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("a cluster directory must be given"));
+	if (stat(directory, &st) != 0)
+		ereport(ERROR, errcode_for_file_access(),
+				errmsg("could not access cluster directory \"%s\": %m", directory));
+	if (!S_ISDIR(st.st_mode))
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("cluster directory \"%s\" is not a directory", directory));
+}
+
+/*
+ * Does path exist?  ENOENT is "no"; any other failure (permission)
+ * raises ERROR naming the file, because then nothing can be said about
+ * the cluster.
+ */
+static bool
+file_exists(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0)
+		return true;
+	if (errno == ENOENT)
+		return false;
+	ereport(ERROR, errcode_for_file_access(), errmsg("could not access file \"%s\": %m", path));
+}
+
+/*
+ * Read the lock file "<pid>\n<start time>\n" into *pid and *start; both
+ * are 0 if it is missing or garbage.  Never raises.
+ */
+static void
+read_lock_file(const char *path, pid_t *pid, uint64_t *start)
+{
+	char buf[128];
+	ssize_t n;
+	int fd;
+	int p = 0;
+	unsigned long long s = 0;
+
+	*pid = 0;
+	*start = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	do
+		n = read(fd, buf, sizeof buf - 1);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%d\n%llu", &p, &s) == 2 && p > 0)
+	{
+		*pid = p;
+		*start = s;
+	}
+}
+
+/*
+ * Look at the directory's state file and lock file.  ERROR for a missing
+ * directory, one that is not a directory, or an unreadable state file.
+ * A missing or garbage state file is recorded (have_state, state_valid),
+ * not raised: the callers decide.  dsm_read_state_file() logs garbage at
+ * LOG; the callers report it as an ERROR of their own, so that LOG line
+ * is held back here.
+ */
+static void
+read_cluster_files(cluster_files *cf, const char *directory)
+{
+	int saved_level = log_min_messages;
+	int fd;
+
+	memset(cf, 0, sizeof *cf);
+	require_directory(directory);
+	cf->directory = directory;
+	cf->state_path = psprintf("%s/%s", directory, STATE_FILE_NAME);
+	cf->lock_path = psprintf("%s/%s", directory, LOCK_FILE_NAME);
+	cf->have_lock = file_exists(cf->lock_path);
+	cf->have_state = file_exists(cf->state_path);
+	if (cf->have_lock)
+		read_lock_file(cf->lock_path, &cf->lock_pid, &cf->lock_start);
+	if (!cf->have_state)
+		return;
+	/* Find out about permission problems with a real open, before the quiet parser does. */
+	fd = open(cf->state_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+		{
+			cf->have_state = false;
+			return;
+		}
+		ereport(ERROR, errcode_for_file_access(),
+				errmsg("could not read state file \"%s\": %m", cf->state_path));
+	}
+	close(fd);
+	if (log_min_messages < WARNING)
+		log_min_messages = WARNING;
+	cf->state_valid = dsm_read_state_file(directory, &cf->info);
+	log_min_messages = saved_level;
+}
+
+/* ERROR for a directory that holds no state file (the message says whether a lock file is there). */
+static DSMKIT_NORETURN void
+report_no_cluster(const cluster_files *cf)
+{
+	if (cf->have_lock)
+		ereport(ERROR, errcode(ERRCODE_UNDEFINED_FILE),
+				errmsg("directory \"%s\" is not a dsmkit cluster", cf->directory),
+				errdetail("It has a lock file \"%s\" but no state file \"%s\": a supervisor is starting or died while starting.",
+						  cf->lock_path, cf->state_path),
+				errhint("If no supervisor runs there, \"dsmctl cleanup\" removes what is left."));
+	ereport(ERROR, errcode(ERRCODE_UNDEFINED_FILE),
+			errmsg("directory \"%s\" is not a dsmkit cluster", cf->directory),
+			errdetail("It has no state file \"%s\".", cf->state_path));
+}
+
+/* ERROR for a state file that dsm_read_state_file() rejected. */
+static DSMKIT_NORETURN void
+report_garbage_state(const cluster_files *cf)
+{
+	ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED),
+			errmsg("state file \"%s\" is not a valid dsmkit state file", cf->state_path),
+			errdetail("It is empty, truncated, of another version, or holds values out of range."),
+			errhint("If no supervisor runs in \"%s\", \"dsmctl cleanup\" removes what is left.",
+					cf->directory));
+}
+
+/* ---------------------------------------------------------------------
+ * Mapping the control segment
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Switch this process's dsm_impl layer to the cluster described by info:
+ * its implementation and directory, and the cluster id its state file
+ * records (which names its segments even if the directory was moved
+ * since).  The caller saved dsm_impl_cfg and restores it.  ERROR as
+ * dsm_impl_configure().
+ */
+static void
+configure_for(const char *directory, const dsm_state_info *info)
+{
+	dsm_impl_configure(info->impl, directory);
+	dsm_impl_cfg.cluster_id = info->cluster_id;
+}
+
+/*
+ * Map the control segment named by handle.  Returns false, with *problem
+ * set to a sentence allocated in the current context, if it does not
+ * exist; raises ERROR for any other failure (permission).  On success the
+ * caller owns the mapping (*addr, *size, *priv) and must detach it.
+ */
+static bool
+map_control(dsm_handle handle, void **addr, size_t *size, void **priv, char **problem)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool missing = false;
+
+	*addr = NULL;
+	*size = 0;
+	*priv = NULL;
+	PG_TRY();
+	{
+		dsm_impl_op(DSM_OP_ATTACH, handle, 0, priv, addr, size, ERROR);
+	}
+	PG_CATCH();
+	{
+		if (geterrcode() != ERRCODE_UNDEFINED_FILE)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		missing = true;
+	}
+	PG_END_TRY();
+	if (missing)
+	{
+		char name[DSM_IMPL_NAME_MAX];
+
+		dsm_impl_segment_name(handle, name, sizeof name);
+		*problem = psprintf("the control segment \"%s\" does not exist", name);
+		*addr = NULL;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Copy the mapped control segment (size bytes at addr) into a palloc'd
+ * buffer in the current context and return it, or NULL if no copy looked
+ * sane.  Two copies are compared to detect a concurrent change; *stable
+ * is set when two equal copies with an empty undo log were seen, which
+ * is a committed state (see the file header).  Never raises except out
+ * of memory.
+ */
+static dsm_control_header *
+snapshot_control(const void *addr, size_t size, bool *stable)
+{
+	char *a = palloc(size);
+	char *b = palloc(size);
+	bool sane = false;
+
+	*stable = false;
+	for (int attempt = 0; attempt < SNAPSHOT_ATTEMPTS; attempt++)
+	{
+		memcpy(a, addr, size);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		memcpy(b, addr, size);
+		sane = dsm_control_segment_sane((dsm_control_header *) a, size);
+		if (sane && memcmp(a, b, size) == 0 && ((dsm_control_header *) a)->intent.nundo == 0)
+		{
+			*stable = true;
+			break;
+		}
+		/* A dead holder's update never finishes: stop retrying once it is plainly stuck. */
+		if (attempt >= 3 && memcmp(a, b, size) == 0)
+			break;
+		sched_yield();
+	}
+	pfree(b);
+	if (!sane)
+	{
+		pfree(a);
+		return NULL;
+	}
+	return (dsm_control_header *) a;
+}
+
+/* True if backend b's reference bitmap in control says it maps slot. */
+static bool
+snapshot_ref_is_set(dsm_control_header *control, uint32_t b, uint32_t slot)
+{
+	const uint32_t *map = (const uint32_t *) ((char *) control + control->refs_offset) +
+		(size_t) b * control->bitmap_words;
+
+	return (map[slot / 32] & (1u << (slot % 32))) != 0;
+}
+
+static const char *
+backend_state_name(uint32_t state)
+{
+	switch (state)
+	{
+		case DSM_BACKEND_STARTING:
+			return "starting";
+		case DSM_BACKEND_RUNNING:
+			return "running";
+		case DSM_BACKEND_EXITED:
+			return "exited";
+		default:
+			return "unknown";
+	}
+}
+
+/* Is backend slot be's process alive?  A slot still starting without a pid counts as alive. */
+static bool
+snapshot_backend_alive(const dsm_control_backend *be)
+{
+	if (be->state == DSM_BACKEND_RUNNING)
+		return dsm_process_alive(be->pid, be->start_time);
+	if (be->state == DSM_BACKEND_STARTING)
+		return be->pid == 0 || dsm_process_alive(be->pid, 0);
+	return false;
+}
+
+/*
+ * Fill info's backends and segments from a sane snapshot.  Allocates in
+ * the current context.  ERROR only on out of memory.
+ */
+static void
+fill_from_snapshot(DsmClusterInfo *info, dsm_control_header *control)
+{
+	dsm_control_item *items = dsm_control_items(control);
+	dsm_control_backend *backends = dsm_control_backends(control);
+	int n;
+
+	info->control_size = control->total_size;
+	info->repairs = control->repairs;
+	info->slots_total = control->maxitems;
+	info->max_backends = control->max_backends;
+
+	n = 0;
+	for (uint32_t b = 0; b < control->max_backends; b++)
+		if (backends[b].state != DSM_BACKEND_FREE)
+			n++;
+	info->backends = palloc0(sizeof(DsmBackendInfo) * (size_t) (n > 0 ? n : 1));
+	for (uint32_t b = 0; b < control->max_backends; b++)
+	{
+		dsm_control_backend *be = &backends[b];
+		DsmBackendInfo *bi;
+
+		if (be->state == DSM_BACKEND_FREE)
+			continue;
+		bi = &info->backends[info->nbackends++];
+		bi->index = (int) b;
+		bi->pid = be->pid;
+		bi->alive = snapshot_backend_alive(be);
+		bi->joined = be->joined != 0;
+		bi->state = backend_state_name(be->state);
+		bi->nsegments = be->nrefs;
+	}
+
+	n = 0;
+	for (uint32_t i = 0; i < control->maxitems; i++)
+		if (items[i].refcnt != 0)
+			n++;
+	info->segments = palloc0(sizeof(DsmSegmentInfo) * (size_t) (n > 0 ? n : 1));
+	for (uint32_t i = 0; i < control->maxitems; i++)
+	{
+		dsm_control_item *item = &items[i];
+		DsmSegmentInfo *si;
+		char name[DSM_IMPL_NAME_MAX];
+		int npids = 0;
+
+		if (item->refcnt == 0)
+			continue;
+		si = &info->segments[info->nsegments++];
+		si->handle = item->handle;
+		si->slot = i;
+		si->size = item->size;
+		si->refcnt = item->refcnt;
+		si->pinned = item->pinned != 0;
+		si->moribund = item->refcnt == 1;
+		si->ctime = (time_t) item->ctime;
+		si->age = (item->ctime != 0 && (int64_t) item->ctime < (int64_t) info->inspected_at)
+			? (int64_t) info->inspected_at - (int64_t) item->ctime : 0;
+		dsm_impl_segment_name(item->handle, name, sizeof name);
+		si->os_name = pstrdup(name);
+		for (uint32_t b = 0; b < control->max_backends; b++)
+			if (snapshot_ref_is_set(control, b, i))
+				npids++;
+		si->pids = palloc(sizeof(pid_t) * (size_t) (npids > 0 ? npids : 1));
+		for (uint32_t b = 0; b < control->max_backends; b++)
+			if (snapshot_ref_is_set(control, b, i))
+				si->pids[si->npids++] = backends[b].pid;
+		info->slots_used++;
+		info->bytes += item->size;
+	}
+}
+
+/*
+ * The body of dsm_cluster_inspect() once the state file is known to be
+ * valid; allocates in the current context.  The caller has saved
+ * dsm_impl_cfg and restores it.
+ */
+static void
+inspect_cluster(DsmClusterInfo *info, const cluster_files *cf)
+{
+	void *volatile addr = NULL;
+	void *priv = NULL;
+	size_t size = 0;
+	char name[DSM_IMPL_NAME_MAX];
+
+	configure_for(cf->directory, &cf->info);
+	dsm_impl_segment_name(cf->info.control_handle, name, sizeof name);
+	info->control_os_name = pstrdup(name);
+	{
+		void *a = NULL;
+
+		if (!map_control(cf->info.control_handle, &a, &size, &priv, &info->control_problem))
+			return;
+		addr = a;
+	}
+	PG_TRY();
+	{
+		dsm_control_header *copy = snapshot_control(addr, size, &info->consistent);
+
+		if (copy == NULL)
+			info->control_problem =
+				psprintf("the control segment \"%s\" is corrupt (magic, version or sizes)", name);
+		else if (copy->cluster_id != cf->info.cluster_id ||
+				 copy->supervisor_pid != (int32_t) cf->info.supervisor_pid)
+			info->control_problem =
+				psprintf("the control segment \"%s\" belongs to cluster %08x and supervisor %d, not to the state file's",
+						 name, copy->cluster_id, (int) copy->supervisor_pid);
+		else
+		{
+			info->control_present = true;
+			fill_from_snapshot(info, copy);
+		}
+		if (copy != NULL)
+			pfree(copy);
+	}
+	PG_FINALLY();
+	{
+		void *a = addr;
+
+		dsm_impl_op(DSM_OP_DETACH, cf->info.control_handle, 0, &priv, &a, &size, WARNING);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * See inspect.h.  Everything is allocated in a new child context of mcxt,
+ * which is deleted if an ERROR escapes, so a failure leaves nothing.
+ */
+DsmClusterInfo *
+dsm_cluster_inspect(MemoryContext mcxt, const char *directory)
+{
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	dsm_impl_config *saved;
+	DsmClusterInfo *volatile info = NULL;
+
+	MemoryContextInit();
+	if (mcxt == NULL)
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("dsm_cluster_inspect needs a memory context"));
+	cxt = AllocSetContextCreate(mcxt, "dsm cluster info", ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	saved = palloc(sizeof(dsm_impl_config));
+	*saved = dsm_impl_cfg;
+	PG_TRY();
+	{
+		cluster_files cf;
+
+		read_cluster_files(&cf, directory);
+		if (!cf.have_state)
+			report_no_cluster(&cf);
+		if (!cf.state_valid)
+			report_garbage_state(&cf);
+		info = palloc0(sizeof(DsmClusterInfo));
+		info->directory = pstrdup(directory);
+		info->inspected_at = time(NULL);
+		info->impl = cf.info.impl;
+		info->impl_name = dsm_impl_name(cf.info.impl);
+		info->cluster_id = cf.info.cluster_id;
+		info->supervisor_pid = cf.info.supervisor_pid;
+		info->supervisor_alive = dsm_process_alive(cf.info.supervisor_pid, cf.info.supervisor_start);
+		info->stale = !info->supervisor_alive;
+		info->control_handle = cf.info.control_handle;
+		info->slots_total = cf.info.maxitems;
+		info->max_backends = cf.info.max_backends;
+		inspect_cluster(info, &cf);
+		pfree(cf.state_path);
+		pfree(cf.lock_path);
+	}
+	PG_CATCH();
+	{
+		dsm_impl_cfg = *saved;
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	dsm_impl_cfg = *saved;
+	pfree(saved);
+	MemoryContextSwitchTo(oldcxt);
+	return info;
+}
+
+/* See inspect.h.  Never fails. */
+void
+dsm_cluster_info_free(DsmClusterInfo *info)
+{
+	if (info != NULL)
+		MemoryContextDelete(GetMemoryChunkContext(info));
+}
+
+/* ---------------------------------------------------------------------
+ * Cleanup
+ * ---------------------------------------------------------------------
+ */
+
+/* Process-local: where dsm_cluster_cleanup() sends its reports, and the count. */
+typedef struct cleanup_state
+{
+	void (*report)(const char *what, void *arg); /* caller's callback, or NULL for LOG */
+	void *arg;                                   /* its argument */
+	int removed;                                 /* objects removed so far */
+} cleanup_state;
+
+static void cleanup_removed(cleanup_state *cs, const char *fmt, ...) DSMKIT_PRINTF(2, 3);
+
+/* Count and report one removed object.  Never raises (a long message is cut). */
+static void
+cleanup_removed(cleanup_state *cs, const char *fmt, ...)
+{
+	char buf[4400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	cs->removed++;
+	if (cs->report != NULL)
+		cs->report(buf, cs->arg);
+	else
+		ereport(LOG, errmsg("%s", buf));
+}
+
+/* Remove a file, reporting it; a failure other than ENOENT is a WARNING.  Never raises. */
+static void
+cleanup_unlink(cleanup_state *cs, const char *path, const char *what)
+{
+	if (unlink(path) == 0)
+		cleanup_removed(cs, "removed %s \"%s\"", what, path);
+	else if (errno != ENOENT)
+		ereport(WARNING, errcode_for_file_access(), errmsg("could not remove %s \"%s\": %m", what, path));
+}
+
+/*
+ * Take the directory's lock file for this process, as a supervisor would,
+ * so that none starts while we clean up: write our pid and start time to
+ * a private file and link(2) it into place.  A lock file naming a dead
+ * process is removed (and reported); one naming a live process raises
+ * ERROR (ERRCODE_OBJECT_IN_USE) with nothing changed.
+ */
+static void
+cleanup_take_lock(cleanup_state *cs, const cluster_files *cf)
+{
+	char *tmp = psprintf("%s/%s.tmp.%d", cf->directory, LOCK_FILE_NAME, (int) getpid());
+	char *content = psprintf("%d\n%llu\n", (int) getpid(),
+							 (unsigned long long) dsm_process_start_time(getpid()));
+	size_t len = strlen(content);
+	int fd;
+	bool written;
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		ereport(ERROR, errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp));
+	written = write(fd, content, len) == (ssize_t) len;
+	close(fd);
+	if (!written)
+	{
+		unlink(tmp);
+		ereport(ERROR, errcode(ERRCODE_IO_ERROR), errmsg("could not write file \"%s\"", tmp));
+	}
+	for (int attempt = 0;; attempt++)
+	{
+		pid_t pid;
+		uint64_t start;
+
+		if (link(tmp, cf->lock_path) == 0)
+			break;
+		if (errno != EEXIST || attempt >= 100)
+		{
+			int save = errno;
+
+			unlink(tmp);
+			errno = save;
+			ereport(ERROR, errcode_for_file_access(),
+					errmsg("could not create lock file \"%s\": %m", cf->lock_path));
+		}
+		read_lock_file(cf->lock_path, &pid, &start);
+		if (pid > 0 && pid != getpid() && dsm_process_alive(pid, start))
+		{
+			unlink(tmp);
+			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("supervisor %d is running in \"%s\"", (int) pid, cf->directory),
+					errdetail("The lock file \"%s\" names it.", cf->lock_path),
+					errhint("Stop the supervisor: it removes everything when it exits."));
+		}
+		if (unlink(cf->lock_path) == 0)
+			cleanup_removed(cs, "removed stale lock file \"%s\" (process %d is gone)", cf->lock_path,
+							(int) pid);
+		else if (errno != ENOENT)
+		{
+			int save = errno;
+
+			unlink(tmp);
+			errno = save;
+			ereport(ERROR, errcode_for_file_access(),
+					errmsg("could not remove stale lock file \"%s\": %m", cf->lock_path));
+		}
+	}
+	unlink(tmp);
+	pfree(tmp);
+	pfree(content);
+}
+
+/*
+ * Destroy every segment a dead cluster's control segment lists (a sane
+ * snapshot of it), reporting each.  The caller has configured dsm_impl for
+ * the cluster.  Never raises: failures are WARNINGs (DEBUG1 for moribund
+ * segments, which may be gone already).
+ */
+static void
+cleanup_listed_segments(cleanup_state *cs, dsm_control_header *copy)
+{
+	dsm_control_item *items = dsm_control_items(copy);
+
+	for (uint32_t i = 0; i < copy->maxitems; i++)
+	{
+		void *priv = NULL;
+		void *addr = NULL;
+		size_t size = 0;
+		char name[DSM_IMPL_NAME_MAX];
+
+		if (items[i].refcnt == 0)
+			continue;
+		dsm_impl_segment_name(items[i].handle, name, sizeof name);
+		if (dsm_impl_op(DSM_OP_DESTROY, items[i].handle, 0, &priv, &addr, &size,
+						items[i].refcnt == 1 ? DEBUG1 : WARNING))
+			cleanup_removed(cs, "removed segment %u \"%s\" (%llu bytes)", items[i].handle, name,
+							(unsigned long long) items[i].size);
+	}
+}
+
+/*
+ * Remove the POSIX objects "dsmkit.<cluster>.*" and the mmap files
+ * "dsmkit.*.*" in the directory (a file of that shape there can only be
+ * this cluster's, whatever id it carries: the directory may have moved).
+ * Never raises.
+ */
+static void
+cleanup_sweep_names(cleanup_state *cs, const char *directory, uint32_t cluster)
+{
+	char prefix[32];
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(prefix, sizeof prefix, "dsmkit.%08x.", cluster);
+	if ((d = opendir("/dev/shm")) != NULL)
+	{
+		while ((de = readdir(d)) != NULL)
+		{
+			char name[300];
+
+			if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+				continue;
+			snprintf(name, sizeof name, "/%s", de->d_name);
+			if (shm_unlink(name) == 0)
+				cleanup_removed(cs, "removed leftover shared memory segment \"%s\"", name);
+			else if (errno != ENOENT)
+				ereport(WARNING, errcode_for_file_access(),
+						errmsg("could not remove shared memory segment \"%s\": %m", name));
+		}
+		closedir(d);
+	}
+	if ((d = opendir(directory)) != NULL)
+	{
+		while ((de = readdir(d)) != NULL)
+		{
+			char path[4400];
+			unsigned int a;
+			unsigned int b;
+			int consumed = -1;
+
+			if (sscanf(de->d_name, "dsmkit.%8x.%8x%n", &a, &b, &consumed) != 2 || consumed < 0 ||
+				de->d_name[consumed] != '\0')
+				continue;
+			snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
+			cleanup_unlink(cs, path, "leftover segment file");
+		}
+		closedir(d);
+	}
+}
+
+/*
+ * The part of dsm_cluster_cleanup() that may refuse: with a valid state
+ * file, map the control segment and copy it; refuse (ERROR, nothing
+ * changed) if a listed backend still runs and force is false.  Returns the
+ * snapshot (palloc'd, NULL if the control segment is missing or corrupt).
+ * The caller has configured dsm_impl.
+ */
+static dsm_control_header *
+cleanup_snapshot(const cluster_files *cf, bool force)
+{
+	void *addr = NULL;
+	void *priv = NULL;
+	size_t size = 0;
+	char *problem = NULL;
+	bool stable;
+	dsm_control_header *copy;
+
+	if (!map_control(cf->info.control_handle, &addr, &size, &priv, &problem))
+	{
+		pfree(problem);
+		return NULL;
+	}
+	copy = snapshot_control(addr, size, &stable);
+	dsm_impl_op(DSM_OP_DETACH, cf->info.control_handle, 0, &priv, &addr, &size, WARNING);
+	if (copy == NULL || force)
+		return copy;
+	for (uint32_t b = 0; b < copy->max_backends; b++)
+	{
+		dsm_control_backend *be = &dsm_control_backends(copy)[b];
+
+		if (be->state != DSM_BACKEND_FREE && be->pid != 0 && snapshot_backend_alive(be))
+		{
+			int pid = be->pid;
+
+			pfree(copy);
+			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("backend %d of the dead cluster in \"%s\" is still running", pid,
+						   cf->directory),
+					errdetail("Its segments would be removed while it uses them."),
+					errhint("Stop the backend, or force the cleanup."));
+		}
+	}
+	return copy;
+}
+
+/*
+ * See inspect.h.  Order: refuse before anything is changed (live
+ * supervisor, live backends); take the lock file; destroy the listed
+ * segments and the control segment; sweep the cluster's names; remove the
+ * state file; release (remove) the lock file.
+ */
+int
+dsm_cluster_cleanup(const char *directory, int flags, void (*report)(const char *what, void *arg),
+					void *arg)
+{
+	cleanup_state cs = {report, arg, 0};
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	dsm_impl_config *saved;
+	volatile bool have_lock = false;
+	cluster_files *volatile cfp = NULL;
+
+	MemoryContextInit();
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "dsm cluster cleanup", ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	saved = palloc(sizeof(dsm_impl_config));
+	*saved = dsm_impl_cfg;
+	PG_TRY();
+	{
+		cluster_files *cf = palloc(sizeof(cluster_files));
+		dsm_control_header *copy = NULL;
+		uint32_t cluster;
+
+		cfp = cf;
+		read_cluster_files(cf, directory);
+		if (!cf->have_state && !cf->have_lock)
+			report_no_cluster(cf);
+		if (cf->state_valid && dsm_process_alive(cf->info.supervisor_pid, cf->info.supervisor_start))
+			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("supervisor %d is running in \"%s\"", (int) cf->info.supervisor_pid, directory),
+					errdetail("The state file \"%s\" names it.", cf->state_path),
+					errhint("Stop the supervisor: it removes everything when it exits."));
+		if (cf->lock_pid > 0 && dsm_process_alive(cf->lock_pid, cf->lock_start))
+			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("supervisor %d is running in \"%s\"", (int) cf->lock_pid, directory),
+					errdetail("The lock file \"%s\" names it.", cf->lock_path),
+					errhint("Stop the supervisor: it removes everything when it exits."));
+		if (cf->state_valid)
+		{
+			configure_for(directory, &cf->info);
+			copy = cleanup_snapshot(cf, (flags & DSM_CLEANUP_FORCE) != 0);
+			cluster = cf->info.cluster_id;
+		}
+		else
+			cluster = dsm_impl_cluster_id_of(directory);
+
+		cleanup_take_lock(&cs, cf);
+		have_lock = true;
+		if (copy != NULL)
+		{
+			cleanup_listed_segments(&cs, copy);
+			pfree(copy);
+		}
+		if (cf->state_valid)
+		{
+			void *priv = NULL;
+			void *addr = NULL;
+			size_t size = 0;
+			char name[DSM_IMPL_NAME_MAX];
+
+			dsm_impl_segment_name(cf->info.control_handle, name, sizeof name);
+			if (dsm_impl_op(DSM_OP_DESTROY, cf->info.control_handle, 0, &priv, &addr, &size, DEBUG1))
+				cleanup_removed(&cs, "removed control segment \"%s\"", name);
+		}
+		cleanup_sweep_names(&cs, directory, cluster);
+		cleanup_unlink(&cs, cf->state_path, cf->state_valid ? "state file" : "garbage state file");
+	}
+	PG_FINALLY();
+	{
+		dsm_impl_cfg = *saved;
+		/* Our own lock file: removing it is no cleanup to report (a stale one was reported). */
+		if (have_lock && unlink(cfp->lock_path) != 0 && errno != ENOENT)
+			ereport(WARNING, errcode_for_file_access(),
+					errmsg("could not remove lock file \"%s\": %m", cfp->lock_path));
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+	}
+	PG_END_TRY();
+	return cs.removed;
+}
