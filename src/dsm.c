@@ -397,9 +397,10 @@ dsm_ctl_commit(void)
 
 /*
  * Roll back the update a dead lock holder left half done, by applying its
- * undo log backwards.  Entries whose offset lies outside the segment are
- * skipped (a sane header bounds them anyway).  Called with the lock held,
- * after EOWNERDEAD.  Never fails.
+ * undo log backwards, then recount every backend's nrefs from its restored
+ * bitmap (nrefs is not logged, see dsm_ctl_set_ref()).  Entries whose
+ * offset lies outside the segment are skipped (a sane header bounds them
+ * anyway).  Called with the lock held, after EOWNERDEAD.  Never fails.
  */
 static void
 dsm_control_repair(dsm_control_header *control)
@@ -420,6 +421,18 @@ dsm_control_repair(dsm_control_header *control)
 			*(volatile uint64_t *) field = u->old;
 		else if (u->width == 4)
 			*(volatile uint32_t *) field = (uint32_t) u->old;
+	}
+	for (uint32_t b = 0; b < control->max_backends; b++)
+	{
+		dsm_control_backend *be = &dsm_control_backends(control)[b];
+		const uint32_t *map = dsm_control_bitmap(control, (int) b);
+		uint32_t bits = 0;
+
+		if (be->state == DSM_BACKEND_FREE && be->nrefs == 0)
+			continue; /* a free backend maps nothing (the check verifies it) */
+		for (uint32_t w = 0; w < control->bitmap_words; w++)
+			bits += (uint32_t) __builtin_popcount(map[w]);
+		be->nrefs = bits;
 	}
 	dsm_store_barrier();
 	intent->nundo = 0;
@@ -539,7 +552,12 @@ dsm_ctl_new_generation(uint32_t slot)
 	CTL_SET32(item->handle, (gen << dsm_control->slot_bits) | slot);
 }
 
-/* Set or clear bit slot in backend's reference bitmap, keeping nrefs. */
+/*
+ * Set or clear bit slot in backend's reference bitmap, keeping nrefs.  The
+ * bit is logged; nrefs, which only counts the bits, is stored without an
+ * undo entry (that saves a logged write on every attach and detach):
+ * dsm_control_repair() recounts it from the restored bitmaps instead.
+ */
 static void
 dsm_ctl_set_ref(int backend, uint32_t slot, bool on)
 {
@@ -550,7 +568,7 @@ dsm_ctl_set_ref(int backend, uint32_t slot, bool on)
 	if (on == ((*word & bit) != 0))
 		return;
 	CTL_SET32(*word, on ? (*word | bit) : (*word & ~bit));
-	CTL_SET32(b->nrefs, on ? b->nrefs + 1 : b->nrefs - 1);
+	b->nrefs = on ? b->nrefs + 1 : b->nrefs - 1;
 }
 
 static bool
@@ -979,74 +997,23 @@ dsm_injected_error(int e, const char *point)
 }
 
 /*
- * Create a segment (see dsm.h).  Order: resource owner slot, descriptor,
- * control slot (moribund, busy = us, so nobody attaches it), then the
- * operating-system segment under the slot's handle, then publication with
- * refcnt 2 and our reference bit.  Each failure undoes what came before,
- * so nothing leaks.  Only backends may call it.
+ * Make the operating-system segment of a freshly reserved slot (moribund,
+ * busy = us) for seg, drawing a new handle when the name is taken, and
+ * return the handle it was made under.  On ERROR (the creation failed, or
+ * an injection point asked) the slot is freed and seg is given back before
+ * the error propagates.  A function of its own so that the only locals
+ * live across its sigsetjmp() are its arguments and the handle (volatile),
+ * never the inlined slot helpers' temporaries (-Wclobbered).
  */
-dsm_segment *
-dsm_create(size_t size, int flags)
+static dsm_handle
+dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t size)
 {
-	dsm_segment *seg;
-	uint32_t slot;
-	volatile dsm_handle handle = DSM_HANDLE_INVALID;
-	dsm_control_item *item;
-	int e;
-
-	dsm_require_backend("dsm_create");
-	if (size == 0)
-		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("cannot create a dynamic shared memory segment of size 0"));
-	if (CurrentResourceOwner != NULL)
-		ResourceOwnerEnlarge(CurrentResourceOwner);
-	seg = MemoryContextAllocZero(TopMemoryContext, sizeof(dsm_segment));
-	seg->control_slot = DSM_NO_SLOT;
-
-	if ((e = INJECTION_POINT("dsm-create-before-slot")) != 0)
-	{
-		pfree(seg);
-		dsm_injected_error(e, "dsm-create-before-slot");
-	}
-
-	/* Reserve a slot, moribund and busy until the segment exists. */
-	if (!dsm_control_lock(WARNING))
-	{
-		pfree(seg);
-		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
-				errmsg("could not lock the dynamic shared memory control segment"));
-	}
-	dsm_ctl_begin(DSM_INTENT_CREATE);
-	slot = dsm_ctl_pop_free();
-	if (slot != DSM_NO_SLOT)
-	{
-		item = &dsm_control_items(dsm_control)[slot];
-		dsm_ctl_new_generation(slot);
-		CTL_SET32(item->refcnt, 1);
-		CTL_SET32(item->pinned, 0);
-		CTL_SET32(item->busy, dsm_backend_index);
-		CTL_SET64(item->size, size);
-		CTL_SET64(item->ctime, (uint64_t) time(NULL));
-		handle = item->handle;
-	}
-	dsm_ctl_commit();
-	dsm_control_unlock();
-	if (slot == DSM_NO_SLOT)
-	{
-		pfree(seg);
-		if (flags & DSM_CREATE_NULL_IF_MAXSEGMENTS)
-			return NULL;
-		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				errmsg("too many dynamic shared memory segments"),
-				errdetail("All %u segment slots of the control segment are in use.",
-						  dsm_control->maxitems),
-				errhint("Raise max_segments in the supervisor's configuration, or detach segments sooner."));
-	}
-	seg->control_slot = slot;
+	volatile dsm_handle handle = first;
 
 	PG_TRY();
 	{
 		int attempts = 0;
+		int e;
 
 		if ((e = INJECTION_POINT("dsm-create-after-slot")) != 0)
 			dsm_injected_error(e, "dsm-create-after-slot");
@@ -1078,10 +1045,78 @@ dsm_create(size_t size, int flags)
 			dsm_ctl_commit();
 			dsm_control_unlock();
 		}
-		pfree(seg);
+		dsm_segment_free(seg);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	return handle;
+}
+
+/*
+ * Create a segment (see dsm.h).  Order: resource owner slot, descriptor,
+ * control slot (moribund, busy = us, so nobody attaches it), then the
+ * operating-system segment under the slot's handle, then publication with
+ * refcnt 2 and our reference bit.  Each failure undoes what came before,
+ * so nothing leaks.  Only backends may call it.
+ */
+dsm_segment *
+dsm_create(size_t size, int flags)
+{
+	dsm_segment *seg;
+	uint32_t slot;
+	dsm_handle handle = DSM_HANDLE_INVALID;
+	dsm_control_item *item;
+	int e;
+
+	dsm_require_backend("dsm_create");
+	if (size == 0)
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("cannot create a dynamic shared memory segment of size 0"));
+	if (CurrentResourceOwner != NULL)
+		ResourceOwnerEnlarge(CurrentResourceOwner);
+	seg = dsm_segment_alloc();
+
+	if ((e = INJECTION_POINT("dsm-create-before-slot")) != 0)
+	{
+		dsm_segment_free(seg);
+		dsm_injected_error(e, "dsm-create-before-slot");
+	}
+
+	/* Reserve a slot, moribund and busy until the segment exists. */
+	if (!dsm_control_lock(WARNING))
+	{
+		dsm_segment_free(seg);
+		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+				errmsg("could not lock the dynamic shared memory control segment"));
+	}
+	dsm_ctl_begin(DSM_INTENT_CREATE);
+	slot = dsm_ctl_pop_free();
+	if (slot != DSM_NO_SLOT)
+	{
+		item = &dsm_control_items(dsm_control)[slot];
+		dsm_ctl_new_generation(slot);
+		CTL_SET32(item->refcnt, 1);
+		CTL_SET32(item->pinned, 0);
+		CTL_SET32(item->busy, dsm_backend_index);
+		CTL_SET64(item->size, size);
+		CTL_SET64(item->ctime, (uint64_t) time(NULL));
+		handle = item->handle;
+	}
+	dsm_ctl_commit();
+	dsm_control_unlock();
+	if (slot == DSM_NO_SLOT)
+	{
+		dsm_segment_free(seg);
+		if (flags & DSM_CREATE_NULL_IF_MAXSEGMENTS)
+			return NULL;
+		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				errmsg("too many dynamic shared memory segments"),
+				errdetail("All %u segment slots of the control segment are in use.",
+						  dsm_control->maxitems),
+				errhint("Raise max_segments in the supervisor's configuration, or detach segments sooner."));
+	}
+	seg->control_slot = slot;
+	handle = dsm_create_os_segment(seg, slot, handle, size);
 
 	/* Publish: active, with our reference. */
 	seg->handle = handle;
@@ -1135,13 +1170,12 @@ dsm_attach(dsm_handle h)
 	}
 	if (CurrentResourceOwner != NULL)
 		ResourceOwnerEnlarge(CurrentResourceOwner);
-	seg = MemoryContextAllocZero(TopMemoryContext, sizeof(dsm_segment));
+	seg = dsm_segment_alloc();
 	seg->handle = h;
-	seg->control_slot = DSM_NO_SLOT;
 
 	if (!dsm_control_lock(WARNING))
 	{
-		pfree(seg);
+		dsm_segment_free(seg);
 		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
 				errmsg("could not lock the dynamic shared memory control segment"));
 	}
@@ -1159,7 +1193,7 @@ dsm_attach(dsm_handle h)
 	if (!found)
 	{
 		/* Unknown, destroyed, or moribund (being created or destroyed). */
-		pfree(seg);
+		dsm_segment_free(seg);
 		return NULL;
 	}
 	seg->control_slot = slot;
@@ -1197,6 +1231,7 @@ dsm_detach(dsm_segment *seg)
 {
 	uint32_t slot = seg->control_slot;
 	dsm_handle destroy = DSM_HANDLE_INVALID;
+	void *impl_private = seg->impl_private;
 
 	while (seg->callbacks != NULL)
 	{
@@ -1219,6 +1254,8 @@ dsm_detach(dsm_segment *seg)
 
 	if (seg->mapped_address != NULL)
 	{
+		/* impl_private (System V's shmid) stays known for a destroy below. */
+		impl_private = seg->impl_private;
 		dsm_impl_op(DSM_OP_DETACH, seg->handle, 0, &seg->impl_private, &seg->mapped_address,
 					&seg->mapped_size, WARNING);
 		seg->impl_private = NULL;
@@ -1252,12 +1289,12 @@ dsm_detach(dsm_segment *seg)
 		if (destroy != DSM_HANDLE_INVALID)
 		{
 			(void) INJECTION_POINT("dsm-detach-before-destroy");
-			dsm_destroy_moribund(slot, destroy, WARNING);
+			dsm_destroy_moribund(slot, destroy, impl_private, WARNING);
 		}
 	}
 
 	dsm_local_unlink(seg, slot);
-	pfree(seg);
+	dsm_segment_free(seg);
 }
 
 /* Resource owner release: the owner already forgot the mapping. */

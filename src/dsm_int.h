@@ -15,6 +15,11 @@
  *      and only then stores the new value; dsm_ctl_commit() empties the log
  *      before the lock is released.  So, at any instant, the segment equals
  *      "the state at the last commit" plus the changes listed in the log.
+ *      "First" and "then" are program order, which compiler barriers keep;
+ *      no CPU fence is needed, because the only process that ever sees an
+ *      unfinished update is the next locker after the writer died, and it
+ *      sees every store the writer executed (dsm_store_barrier() in dsm.c
+ *      explains why).
  *
  *   3. When a holder dies, the kernel hands the mutex to the next locker
  *      with EOWNERDEAD.  That locker applies the undo log backwards (which
@@ -117,7 +122,7 @@ typedef struct dsm_control_backend
 	uint32_t state;      /* DSM_BACKEND_* */
 	uint64_t start_time; /* process start time (/proc/<pid>/stat field 22), 0 until known */
 	uint32_t joined;     /* 1 if it came through backend_join(), 0 if spawned */
-	uint32_t nrefs;      /* bits set in its reference bitmap (segments it maps) */
+	uint32_t nrefs;      /* bits set in its reference bitmap (segments it maps); not undo-logged: a repair recounts it */
 } dsm_control_backend;
 
 /*

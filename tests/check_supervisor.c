@@ -691,6 +691,83 @@ START_TEST(test_rollback_after_kill_in_lock)
 }
 END_TEST
 
+/*
+ * The supervisor killed with the lock held in the middle of a reclaim,
+ * after it cleared a reference bit (logged) and lowered the backend's
+ * nrefs (not logged): the next locker, a surviving backend, restores the
+ * bit and recounts nrefs, so the counts agree again.
+ */
+static int count_problems;
+
+static void
+count_problem(const char *problem, void *arg)
+{
+	(void) arg;
+	fprintf(stderr, "expected consistency problem: %s\n", problem);
+	if (strstr(problem, " counts ") != NULL)
+		count_problems++;
+}
+
+static void
+midreclaim_victim(Datum arg)
+{
+	(void) arg;
+	for (int i = 0; i < 3; i++)
+		(void) dsm_create(4096, 0); /* session lifetime: CurrentResourceOwner is NULL */
+	tu_pipe_send(&ctx.to_sup, 1);
+	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
+}
+
+static void
+midreclaim_observer(Datum arg)
+{
+	int problems;
+
+	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 1); /* the supervisor died in the lock */
+	problems = dsm_control_check(NULL, count_problem, NULL); /* takes the lock: repairs */
+	tu_pipe_send(&ctx.to_test, (uint32_t) count_problems);
+	tu_pipe_send(&ctx.to_test, (uint32_t) problems);
+	_exit(0); /* no exit hooks: the cluster is left for the next start-up to clean */
+}
+
+static void
+midreclaim_supervisor_fn(void *arg)
+{
+	pid_t victim;
+
+	(void) arg;
+	start_supervisor();
+	supervisor_spawn_backend(midreclaim_observer, 0);
+	victim = supervisor_spawn_backend(midreclaim_victim, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	kill(victim, SIGKILL);
+	InjectionPointAttach("supervisor-reap-mid-reclaim", INJECTION_KILL, 0, 0, 1);
+	(void) supervisor_reap(true);
+	ck_abort_msg("the supervisor survived supervisor-reap-mid-reclaim");
+}
+
+START_TEST(test_kill_mid_reclaim)
+{
+	int status;
+
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		begin_cluster(impls[_i]);
+		status = tu_wait_child(tu_fork(midreclaim_supervisor_fn, NULL));
+		ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+		tu_pipe_send(&ctx.to_b, 1);
+		ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 0); /* nrefs agrees with every bitmap */
+		/* What remains is the dead victim's references (the reclaim was rolled back). */
+		ck_assert_uint_ge(tu_pipe_recv(&ctx.to_test), 1);
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+		end_cluster();
+	}
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- kills at the dsm injection points ---------------------------------------- */
 
 static const char *const kill_points[] = {
@@ -1015,6 +1092,7 @@ supervisor_suite(void)
 	tcase_add_loop_test(tc, test_killed_backend_reclaimed, 0, 3);
 	tcase_add_loop_test(tc, test_killed_lock_holder, 0, 3);
 	tcase_add_loop_test(tc, test_rollback_after_kill_in_lock, 0, 3);
+	tcase_add_loop_test(tc, test_kill_mid_reclaim, 0, 3);
 	tcase_add_loop_test(tc, test_kill_at_dsm_points, 0, 3);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
