@@ -82,14 +82,18 @@ static dsm_segment **dsm_mappings_by_slot = NULL;
 static uint32_t dsm_mappings_nslots = 0;
 
 /*
- * Process-local: descriptors of detached mappings kept for reuse (linked
- * through next), so that an attach+detach pair does not pay an allocation
- * and a free.  At most DSM_SEGMENT_CACHE_MAX; TopMemoryContext; freed by
- * the backend exit hook.
+ * Process-local: a small static pool of mapping descriptors, so that an
+ * attach+detach pair pays no allocation and no free.  Mappings beyond the
+ * pool come from TopMemoryContext.  Static rather than a cache of freed
+ * blocks, so that TopMemoryContext does not grow after a detach (callers
+ * check their memory that way, as the demo server does per connection).
+ * The free entries are linked through next; pool_ready false means "all
+ * free" (the state of a new process, or of a child after fork).
  */
-#define DSM_SEGMENT_CACHE_MAX 16
-static dsm_segment *dsm_segment_cache = NULL;
-static int dsm_segment_ncached = 0;
+#define DSM_SEGMENT_POOL_SIZE 16
+static dsm_segment dsm_segment_pool[DSM_SEGMENT_POOL_SIZE];
+static dsm_segment *dsm_segment_pool_free = NULL;
+static bool dsm_segment_pool_ready = false;
 
 /* Process-local: a repair happened under the lock; logged once the lock is released. */
 static int dsm_repair_pending_backend = INT32_MIN;
@@ -100,19 +104,29 @@ static void dsm_resowner_release(Datum res);
 static char *dsm_resowner_print(Datum res);
 
 /*
- * A zeroed mapping descriptor, from the cache or TopMemoryContext, with no
- * slot yet.  ERROR on out of memory (nothing changed).  Give it back with
- * dsm_segment_free().
+ * A zeroed mapping descriptor, from the pool or else TopMemoryContext,
+ * with no slot yet.  ERROR on out of memory (nothing changed).  Give it
+ * back with dsm_segment_free().
  */
 static dsm_segment *
 dsm_segment_alloc(void)
 {
-	dsm_segment *seg = dsm_segment_cache;
+	dsm_segment *seg;
 
+	if (unlikely(!dsm_segment_pool_ready))
+	{
+		dsm_segment_pool_free = NULL;
+		for (int i = DSM_SEGMENT_POOL_SIZE - 1; i >= 0; i--)
+		{
+			dsm_segment_pool[i].next = dsm_segment_pool_free;
+			dsm_segment_pool_free = &dsm_segment_pool[i];
+		}
+		dsm_segment_pool_ready = true;
+	}
+	seg = dsm_segment_pool_free;
 	if (seg != NULL)
 	{
-		dsm_segment_cache = seg->next;
-		dsm_segment_ncached--;
+		dsm_segment_pool_free = seg->next;
 		memset(seg, 0, sizeof *seg);
 	}
 	else
@@ -121,32 +135,20 @@ dsm_segment_alloc(void)
 	return seg;
 }
 
-/* Give a descriptor back: to the cache while it has room, else to the allocator.  Never fails. */
+/* Give a descriptor back: to the pool if it came from there, else to the allocator.  Never fails. */
 static void
 dsm_segment_free(dsm_segment *seg)
 {
-	if (dsm_segment_ncached < DSM_SEGMENT_CACHE_MAX)
+	uintptr_t p = (uintptr_t) seg;
+
+	if (p >= (uintptr_t) &dsm_segment_pool[0] &&
+		p < (uintptr_t) &dsm_segment_pool[DSM_SEGMENT_POOL_SIZE])
 	{
-		seg->next = dsm_segment_cache;
-		dsm_segment_cache = seg;
-		dsm_segment_ncached++;
+		seg->next = dsm_segment_pool_free;
+		dsm_segment_pool_free = seg;
 	}
 	else
 		pfree(seg);
-}
-
-/* Free every cached descriptor (the backend exit hook).  Never fails. */
-static void
-dsm_segment_cache_free(void)
-{
-	while (dsm_segment_cache != NULL)
-	{
-		dsm_segment *seg = dsm_segment_cache;
-
-		dsm_segment_cache = seg->next;
-		pfree(seg);
-	}
-	dsm_segment_ncached = 0;
 }
 
 /* How the resource owner module knows a mapping. */
@@ -654,8 +656,7 @@ dsm_local_reset(void)
 	dsm_mappings_head = NULL;
 	dsm_mappings_by_slot = NULL;
 	dsm_mappings_nslots = 0;
-	dsm_segment_cache = NULL;
-	dsm_segment_ncached = 0;
+	dsm_segment_pool_ready = false;
 	dsm_backend_index = -1;
 	dsm_role = DSMKIT_ROLE_NONE;
 	dsm_repair_pending_backend = INT32_MIN;
@@ -719,7 +720,6 @@ dsm_backend_shutdown(int code, Datum arg)
 	}
 	if (dsm_mappings_by_slot != NULL)
 		pfree(dsm_mappings_by_slot);
-	dsm_segment_cache_free();
 	dsm_local_reset();
 	if (joined && dsm_control != NULL)
 	{

@@ -14,8 +14,9 @@
  * Inspection never writes to the cluster: the control segment is copied
  * without its lock (taking the lock could repair a dead holder's update,
  * which is a change).  To get a committed state without the lock, the
- * segment is copied twice and the copies compared; equal copies with an
- * empty undo log are a committed state.
+ * segment is copied twice until the copies agree, and an update in
+ * progress is then rolled back in the private copy from its undo log (see
+ * dsm_int.h: a commit point is the only state a locker may observe).
  */
 #define _GNU_SOURCE
 #include "dsm_int.h"
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,36 +264,73 @@ map_control(dsm_handle handle, void **addr, size_t *size, void **priv, char **pr
 }
 
 /*
+ * Undo, in a private copy of a control segment, the update its undo log
+ * records (entries newest first), which yields the state at the last
+ * commit: what the next locker would restore in the shared segment, done
+ * here without touching it.  Entries that fall outside the segment or
+ * into the intent record itself are ignored.  Returns false if any entry
+ * was ignored.  Never raises.
+ */
+static bool
+rollback_copy(dsm_control_header *copy)
+{
+	size_t intent_start = offsetof(dsm_control_header, intent);
+	size_t intent_end = intent_start + sizeof(dsm_control_intent);
+	bool ok = true;
+
+	for (uint32_t k = copy->intent.nundo; k > 0; k--)
+	{
+		dsm_control_undo *u = &copy->intent.undo[k - 1];
+		size_t off = u->offset;
+
+		if ((u->width != 4 && u->width != 8) || off + u->width > copy->total_size ||
+			(off + u->width > intent_start && off < intent_end))
+		{
+			ok = false;
+			continue;
+		}
+		if (u->width == 4)
+		{
+			uint32_t v = (uint32_t) u->old;
+
+			memcpy((char *) copy + off, &v, sizeof v);
+		}
+		else
+			memcpy((char *) copy + off, &u->old, sizeof u->old);
+	}
+	copy->intent.nundo = 0;
+	copy->intent.op = DSM_INTENT_NONE;
+	return ok;
+}
+
+/*
  * Copy the mapped control segment (size bytes at addr) into a palloc'd
  * buffer in the current context and return it, or NULL if no copy looked
- * sane.  Two copies are compared to detect a concurrent change; *stable
- * is set when two equal copies with an empty undo log were seen, which
- * is a committed state (see the file header).  Never raises except out
- * of memory.
+ * sane.  The segment is copied twice and the copies compared, until two
+ * agree (a stable state, not torn by a concurrent update); an update
+ * half done at that moment (by a live holder, or a dead one that left the
+ * lock) is then rolled back in the copy from its undo log, giving the last
+ * committed state.  *committed says whether that succeeded.  Never raises
+ * except out of memory.
  */
 static dsm_control_header *
-snapshot_control(const void *addr, size_t size, bool *stable)
+snapshot_control(const void *addr, size_t size, bool *committed)
 {
 	char *a = palloc(size);
 	char *b = palloc(size);
 	bool sane = false;
+	bool stable = false;
 
-	*stable = false;
-	for (int attempt = 0; attempt < SNAPSHOT_ATTEMPTS; attempt++)
+	*committed = false;
+	for (int attempt = 0; attempt < SNAPSHOT_ATTEMPTS && !stable; attempt++)
 	{
+		if (attempt > 0)
+			sched_yield();
 		memcpy(a, addr, size);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		memcpy(b, addr, size);
 		sane = dsm_control_segment_sane((dsm_control_header *) a, size);
-		if (sane && memcmp(a, b, size) == 0 && ((dsm_control_header *) a)->intent.nundo == 0)
-		{
-			*stable = true;
-			break;
-		}
-		/* A dead holder's update never finishes: stop retrying once it is plainly stuck. */
-		if (attempt >= 3 && memcmp(a, b, size) == 0)
-			break;
-		sched_yield();
+		stable = sane && memcmp(a, b, size) == 0;
 	}
 	pfree(b);
 	if (!sane)
@@ -299,6 +338,7 @@ snapshot_control(const void *addr, size_t size, bool *stable)
 		pfree(a);
 		return NULL;
 	}
+	*committed = rollback_copy((dsm_control_header *) a) && stable;
 	return (dsm_control_header *) a;
 }
 
@@ -312,6 +352,7 @@ snapshot_ref_is_set(dsm_control_header *control, uint32_t b, uint32_t slot)
 	return (map[slot / 32] & (1u << (slot % 32))) != 0;
 }
 
+/* The name of a DSM_BACKEND_* state (a static string).  Never fails. */
 static const char *
 backend_state_name(uint32_t state)
 {
@@ -676,8 +717,8 @@ cleanup_listed_segments(cleanup_state *cs, dsm_control_header *copy)
 /*
  * Remove the POSIX objects "dsmkit.<cluster>.*" and the mmap files
  * "dsmkit.*.*" in the directory (a file of that shape there can only be
- * this cluster's, whatever id it carries: the directory may have moved).
- * Never raises.
+ * this cluster's, whatever id it carries: the directory may have moved),
+ * and the temporary state and lock files of dead writers.  Never raises.
  */
 static void
 cleanup_sweep_names(cleanup_state *cs, const char *directory, uint32_t cluster)
@@ -713,10 +754,22 @@ cleanup_sweep_names(cleanup_state *cs, const char *directory, uint32_t cluster)
 			unsigned int b;
 			int consumed = -1;
 
+			int pid = 0;
+
+			snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
+			/* Temporary state and lock files of a supervisor killed while writing them. */
+			if ((sscanf(de->d_name, STATE_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1 ||
+				 sscanf(de->d_name, LOCK_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1) &&
+				consumed > 0 && de->d_name[consumed] == '\0')
+			{
+				if (pid != (int) getpid() && !dsm_process_alive(pid, 0))
+					cleanup_unlink(cs, path, "leftover temporary file");
+				continue;
+			}
+			consumed = -1;
 			if (sscanf(de->d_name, "dsmkit.%8x.%8x%n", &a, &b, &consumed) != 2 || consumed < 0 ||
 				de->d_name[consumed] != '\0')
 				continue;
-			snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
 			cleanup_unlink(cs, path, "leftover segment file");
 		}
 		closedir(d);
@@ -738,15 +791,22 @@ cleanup_snapshot(const cluster_files *cf, bool force)
 	size_t size = 0;
 	char *problem = NULL;
 	bool stable;
-	dsm_control_header *copy;
+	dsm_control_header *volatile copy = NULL;
 
 	if (!map_control(cf->info.control_handle, &addr, &size, &priv, &problem))
 	{
 		pfree(problem);
 		return NULL;
 	}
-	copy = snapshot_control(addr, size, &stable);
-	dsm_impl_op(DSM_OP_DETACH, cf->info.control_handle, 0, &priv, &addr, &size, WARNING);
+	PG_TRY();
+	{
+		copy = snapshot_control(addr, size, &stable);
+	}
+	PG_FINALLY();
+	{
+		dsm_impl_op(DSM_OP_DETACH, cf->info.control_handle, 0, &priv, &addr, &size, WARNING);
+	}
+	PG_END_TRY();
 	if (copy == NULL || force)
 		return copy;
 	for (uint32_t b = 0; b < copy->max_backends; b++)

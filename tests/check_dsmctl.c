@@ -769,11 +769,13 @@ START_TEST(test_errors)
 
 	/* A lock file without a state file: a supervisor died while starting. */
 	write_file(dir, "dsmkit.pid", "999999999\n1\n");
+	write_file(dir, "dsmkit.state.tmp.999999999", "dsmkit-state 1 impl=posix");
 	r = run_dsmctl("status", dir);
 	EXPECT_RUN(r, 3, NULL, "lock file");
 	run_free(&r);
 	r = run_dsmctl("cleanup", dir);
 	EXPECT_RUN(r, 0, "removed stale lock file", NULL);
+	ck_assert_msg(strstr(r.out, "removed leftover temporary file") != NULL, "%s", r.out);
 	run_free(&r);
 	ck_assert_int_eq(tu_count_dir_entries(dir), 0);
 

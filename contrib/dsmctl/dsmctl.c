@@ -58,6 +58,7 @@ static const char *progname = "dsmctl";
  * ---------------------------------------------------------------------
  */
 
+/* Print the help text (--help) to out. */
 static void
 usage(FILE *out)
 {
@@ -273,6 +274,7 @@ json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+/* The JSON spelling of b. */
 static const char *
 json_bool(bool b)
 {
@@ -298,6 +300,7 @@ json_str_array(FILE *out, const StringList *list)
  * ---------------------------------------------------------------------
  */
 
+/* Print the snapshot for "status --json": one object on one line. */
 static void
 status_json(const DsmClusterInfo *ci)
 {
@@ -327,6 +330,7 @@ status_json(const DsmClusterInfo *ci)
 	printf("]}}\n");
 }
 
+/* Print the snapshot for "status" as labelled lines and a table of backends. */
 static void
 status_text(const DsmClusterInfo *ci)
 {
@@ -384,6 +388,7 @@ cmd_status(MemoryContext cxt, const DsmctlOptions *opts)
  * ---------------------------------------------------------------------
  */
 
+/* Print the segments for "ls --json": one object on one line. */
 static void
 ls_json(const DsmClusterInfo *ci)
 {
@@ -408,6 +413,7 @@ ls_json(const DsmClusterInfo *ci)
 	printf("]}\n");
 }
 
+/* Print the segments for "ls" as a table, one row a segment. */
 static void
 ls_text(const DsmClusterInfo *ci)
 {
@@ -416,7 +422,7 @@ ls_text(const DsmClusterInfo *ci)
 		printf("no segments can be listed: %s\n", ci->control_problem);
 		return;
 	}
-	printf("%-10s %-5s %-12s %-6s %-6s %-8s %-20s\n", "HANDLE", "SLOT", "SIZE", "REFCNT", "PINNED",
+	printf("%-10s %-5s %-12s %-6s %-6s %-8s %s\n", "HANDLE", "SLOT", "SIZE", "REFCNT", "PINNED",
 		   "AGE", "PIDS");
 	for (int i = 0; i < ci->nsegments; i++)
 	{

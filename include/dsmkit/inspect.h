@@ -95,9 +95,11 @@ typedef struct DsmClusterInfo
  * has stale set and shows what the control segment still holds; if the
  * control segment is gone or corrupt, control_present is false and
  * control_problem says why (then there are no backends and segments).
- * consistent is false when the control segment kept changing while it was
- * copied, or a dead lock holder left an update half done; the numbers are
- * then a best effort.
+ * consistent is true when the snapshot is the state at the last commit:
+ * two copies of the control segment agreed, and an update half done at
+ * that moment (by a live lock holder, or a dead one) was rolled back in
+ * the copy from its undo log.  It is false when the segment kept changing
+ * while it was copied; the numbers are then a best effort.
  *
  * ERROR (nothing is left behind, nothing is changed) when directory is
  * NULL or empty, does not exist or is not a directory (errcode for the
