@@ -15,5 +15,6 @@
 #include <dsmkit/dsm.h>
 #include <dsmkit/supervisor.h>
 #include <dsmkit/injection.h>
+#include <dsmkit/inspect.h>
 
 #endif /* DSMKIT_H */

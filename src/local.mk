@@ -14,6 +14,7 @@ libdsmkit_la_SOURCES = \
 	src/dsm.c \
 	src/supervisor.c \
 	src/injection.c \
+	src/inspect.c \
 	src/dsmkit_int.h \
 	src/injection.h \
 	src/dsm_impl_int.h \
@@ -34,6 +35,7 @@ dsmkitinclude_HEADERS = \
 	include/dsmkit/dsm_impl.h \
 	include/dsmkit/dsm.h \
 	include/dsmkit/supervisor.h \
-	include/dsmkit/injection.h
+	include/dsmkit/injection.h \
+	include/dsmkit/inspect.h
 nodist_dsmkitinclude_HEADERS = include/dsmkit/version.h
 include_HEADERS = include/dsmkit.h

@@ -15,7 +15,8 @@ SUITES = \
 	tests/check_resowner \
 	tests/check_dsm_impl \
 	tests/check_dsm \
-	tests/check_supervisor
+	tests/check_supervisor \
+	tests/check_dsmctl
 check_PROGRAMS += $(SUITES)
 TESTS += $(SUITES)
 
@@ -40,6 +41,9 @@ tests_check_dsm_LDADD = $(TEST_LDADD)
 tests_check_supervisor_SOURCES = tests/check_supervisor.c
 tests_check_supervisor_CFLAGS = $(TEST_CFLAGS)
 tests_check_supervisor_LDADD = $(TEST_LDADD)
+tests_check_dsmctl_SOURCES = tests/check_dsmctl.c
+tests_check_dsmctl_CFLAGS = $(TEST_CFLAGS)
+tests_check_dsmctl_LDADD = $(TEST_LDADD)
 
 # A program exec'd by check_supervisor to test backend_join().
 check_PROGRAMS += tests/join_helper
