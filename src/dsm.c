@@ -43,6 +43,7 @@
 #include <dsmkit/memutils.h>
 #include <dsmkit/resowner.h>
 
+#include "dsm_impl_int.h"
 #include "injection.h"
 
 /* Process-local: a registered detach callback (a LIFO stack per mapping). */
@@ -579,14 +580,19 @@ dsm_ref_is_set(dsm_control_header *control, int backend, uint32_t slot)
 	return (dsm_control_bitmap(control, backend)[slot / 32] & (1u << (slot % 32))) != 0;
 }
 
+static bool dsm_os_segment_exists(dsm_handle h);
+
 /*
  * Destroy the operating-system segment of a moribund slot (refcnt 1, whose
  * busy field names us), then free the slot.  priv is the implementation's
  * private data from this process's mapping, if it had one (it saves System
- * V a key lookup), else NULL.  If the destroy fails, the slot stays
- * moribund with nobody busy on it, so that no one attaches it and the
- * supervisor retries at shutdown.  Called without the lock.  Never raises:
- * problems are reported at elevel (< ERROR).
+ * V a key lookup), else NULL.  A segment that is already gone counts as
+ * destroyed: its creator may have died before making it, or its destroyer
+ * after removing it, and keeping the slot then would lose it until
+ * shutdown.  If the destroy fails and the segment is still there, the slot
+ * stays moribund with nobody busy on it, so that no one attaches it and
+ * the supervisor retries at shutdown.  Called without the lock.  Never
+ * raises: problems are reported at elevel (< ERROR).
  */
 static void
 dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
@@ -597,6 +603,8 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 	dsm_control_item *item;
 
 	ok = dsm_impl_op(DSM_OP_DESTROY, handle, 0, &priv, &addr, &size, elevel);
+	if (!ok && !dsm_os_segment_exists(handle))
+		ok = true;
 	if (!dsm_control_lock(WARNING))
 		return;
 	item = &dsm_control_items(dsm_control)[slot];
@@ -610,6 +618,63 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 		dsm_ctl_commit();
 	}
 	dsm_control_unlock();
+}
+
+/*
+ * True if the operating-system segment that handle h names may belong to
+ * someone else: under System V, when the control segment or a slot other
+ * than slot lists (refcnt != 0) a handle with the same key.  Two live
+ * segments never share a key, so that segment is the other one's, and
+ * removing "h" would remove it.  Always false for POSIX and mmap, whose
+ * names are unique per handle.  The caller holds the lock.  Never fails.
+ */
+static bool
+dsm_key_used_by_other(uint32_t slot, dsm_handle h)
+{
+	dsm_control_item *items = dsm_control_items(dsm_control);
+	uint32_t key;
+
+	if (dsm_impl_current() != DSM_IMPL_SYSV)
+		return false;
+	key = dsm_impl_sysv_key(h);
+	if (dsm_impl_sysv_key(dsm_control_handle) == key)
+		return true;
+	for (uint32_t i = 0; i < dsm_control->maxitems; i++)
+		if (i != slot && items[i].refcnt != 0 && dsm_impl_sysv_key(items[i].handle) == key)
+			return true;
+	return false;
+}
+
+/*
+ * Settle a moribund slot that a dead backend was creating or destroying
+ * (refcnt 1, busy = that backend): its segment may exist or not.  Called
+ * with the lock held inside an update; the destroy happens under the lock
+ * so that no backend can make a new segment under the same System V key
+ * between the test and the removal.  A key that another slot's segment
+ * (or the control segment) has is not removed.  The slot is freed unless a
+ * segment of its own is still there after the attempt; then nobody is
+ * busy on it and the supervisor retries at shutdown.  Never raises.
+ */
+static void
+dsm_ctl_settle_orphan(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	dsm_handle h = item->handle;
+	bool foreign = dsm_key_used_by_other(slot, h);
+
+	if (!foreign)
+	{
+		void *priv = NULL;
+		void *addr = NULL;
+		size_t size = 0;
+
+		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend", h));
+		(void) dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, DEBUG1);
+	}
+	if (foreign || !dsm_os_segment_exists(h))
+		dsm_ctl_free_slot(slot);
+	else
+		CTL_SET32(item->busy, DSM_BUSY_NONE);
 }
 
 /* ---------------------------------------------------------------------
@@ -863,17 +928,13 @@ dsm_backend_reclaim(int index, pid_t expect_pid)
 			}
 		}
 		else if (items[slot].refcnt == 1 && items[slot].busy == index)
-		{
-			CTL_SET32(items[slot].busy, DSM_BUSY_SUPERVISOR);
-			destroy = items[slot].handle;
-		}
+			dsm_ctl_settle_orphan(slot);
 		dsm_ctl_commit();
 		dsm_control_unlock();
 		if (destroy != DSM_HANDLE_INVALID)
 		{
 			ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend",
 								   destroy));
-			/* It may not exist (a create that died before making it): report quietly. */
 			dsm_destroy_moribund(slot, destroy, NULL, DEBUG1);
 		}
 	}
@@ -984,6 +1045,15 @@ dsm_require_backend(const char *what)
 	ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			errmsg("%s called in a process that is not a backend", what),
 			errhint("Call backend_join() with the cluster directory first, or start the process with supervisor_spawn_backend()."));
+}
+
+/* ERROR naming the caller if seg is NULL, a programming error; nothing is touched. */
+static void
+dsm_require_segment(const dsm_segment *seg, const char *what)
+{
+	if (unlikely(seg == NULL))
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("%s called with a NULL dynamic shared memory segment", what));
 }
 
 /* Raise the errno an injection point asked for, as the failing call would. */
@@ -1224,14 +1294,23 @@ dsm_attach(dsm_handle h)
  * that drops the count to 1 destroys the segment.  Unmapping before the
  * decrement guarantees that whoever sees the count reach 1 knows no
  * mapping remains.  Never raises ERROR itself (a callback that raises
- * propagates its error, having been removed).
+ * propagates its error, having been removed); a NULL seg draws a WARNING.
  */
 void
 dsm_detach(dsm_segment *seg)
 {
-	uint32_t slot = seg->control_slot;
+	uint32_t slot;
 	dsm_handle destroy = DSM_HANDLE_INVALID;
-	void *impl_private = seg->impl_private;
+	void *impl_private;
+
+	if (seg == NULL)
+	{
+		ereport(WARNING, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("dsm_detach called with a NULL dynamic shared memory segment"));
+		return;
+	}
+	slot = seg->control_slot;
+	impl_private = seg->impl_private;
 
 	while (seg->callbacks != NULL)
 	{
@@ -1325,6 +1404,7 @@ dsm_resize(dsm_segment *seg, size_t size)
 {
 	int e;
 
+	dsm_require_segment(seg, "dsm_resize");
 	Assert(seg->control_slot != DSM_NO_SLOT);
 	if ((e = INJECTION_POINT("dsm-resize-before")) != 0)
 	{
@@ -1361,6 +1441,7 @@ dsm_remap(dsm_segment *seg)
 	void *addr = NULL;
 	size_t size = 0;
 
+	dsm_require_segment(seg, "dsm_remap");
 	dsm_impl_op(DSM_OP_ATTACH, seg->handle, 0, &priv, &addr, &size, ERROR);
 	if (seg->mapped_address != NULL)
 		dsm_impl_op(DSM_OP_DETACH, seg->handle, 0, &seg->impl_private, &seg->mapped_address,
@@ -1371,10 +1452,11 @@ dsm_remap(dsm_segment *seg)
 	return addr;
 }
 
-/* Give the mapping session lifetime.  Never fails. */
+/* Give the mapping session lifetime.  Never fails, except ERROR for a NULL seg. */
 void
 dsm_keep_mapping(dsm_segment *seg)
 {
+	dsm_require_segment(seg, "dsm_keep_mapping");
 	if (seg->resowner != NULL)
 	{
 		ResourceOwner owner = seg->resowner;
@@ -1401,6 +1483,7 @@ dsm_unpin_mapping(dsm_segment *seg)
 {
 	ResourceOwner owner = CurrentResourceOwner;
 
+	dsm_require_segment(seg, "dsm_unpin_mapping");
 	if (seg->resowner == owner)
 		return;
 	if (owner != NULL)
@@ -1424,6 +1507,7 @@ dsm_pin_segment(dsm_segment *seg)
 	bool already = false;
 	int e;
 
+	dsm_require_segment(seg, "dsm_pin_segment");
 	if ((e = INJECTION_POINT("dsm-pin-segment")) != 0)
 	{
 		errno = e;
@@ -1541,11 +1625,21 @@ dsm_segment_handle(dsm_segment *seg)
 	return seg->handle;
 }
 
-/* Register a detach callback (LIFO).  ERROR on out of memory, before anything changed. */
+/*
+ * Register a detach callback (LIFO).  ERROR on out of memory or a NULL
+ * argument, before anything changed.
+ */
 void
 on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback function, Datum arg)
 {
-	dsm_detach_callback *cb = MemoryContextAlloc(TopMemoryContext, sizeof(dsm_detach_callback));
+	dsm_detach_callback *cb;
+
+	dsm_require_segment(seg, "on_dsm_detach");
+	if (function == NULL)
+		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("on_dsm_detach called with a NULL callback for dynamic shared memory segment %u",
+					   seg->handle));
+	cb = MemoryContextAlloc(TopMemoryContext, sizeof(dsm_detach_callback));
 
 	cb->function = function;
 	cb->arg = arg;
@@ -1553,11 +1647,15 @@ on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback function, Datum arg)
 	seg->callbacks = cb;
 }
 
-/* Remove the most recent registration of (function, arg), if any.  Never fails. */
+/* Remove the most recent registration of (function, arg), if any.  Never fails (seg NULL: nothing). */
 void
 cancel_on_dsm_detach(dsm_segment *seg, on_dsm_detach_callback function, Datum arg)
 {
-	dsm_detach_callback **link = &seg->callbacks;
+	dsm_detach_callback **link;
+
+	if (seg == NULL)
+		return;
+	link = &seg->callbacks;
 
 	for (dsm_detach_callback *cb = seg->callbacks; cb != NULL; cb = cb->next)
 	{
@@ -1642,15 +1740,42 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Process-local: the state of one dsm_control_check() call.  While the
+ * control lock is held (deferred true) problems are only queued, in
+ * malloc'd memory that cannot raise ERROR; dsm_check_flush() reports them
+ * after the unlock.  The caller's callback may raise ERROR or call dsm
+ * functions, neither of which is allowed under the lock (dsm_int.h,
+ * invariant 5).
+ */
 typedef struct dsm_check_state
 {
 	dsm_check_callback report; /* caller's callback, or NULL to log at WARNING */
 	void *arg;                 /* its argument */
 	int problems;              /* problems found so far */
+	bool deferred;             /* queue problems instead of reporting them */
+	char **queue;              /* malloc'd queued problems, oldest first */
+	int nqueued;               /* entries in queue */
+	int queue_size;            /* allocated entries of queue */
+	int lost;                  /* problems that could not be queued (out of memory) */
 } dsm_check_state;
 
 static void dsm_check_problem(dsm_check_state *st, const char *fmt, ...) DSMKIT_PRINTF(2, 3);
 
+/* Report one problem to the caller's callback, or at WARNING. */
+static void
+dsm_check_report(dsm_check_state *st, const char *problem)
+{
+	if (st->report != NULL)
+		st->report(problem, st->arg);
+	else
+		ereport(WARNING, errmsg("dynamic shared memory check: %s", problem));
+}
+
+/*
+ * Count a problem and report it, or queue it while the lock is held.
+ * Never raises while deferred.
+ */
 static void
 dsm_check_problem(dsm_check_state *st, const char *fmt, ...)
 {
@@ -1661,10 +1786,67 @@ dsm_check_problem(dsm_check_state *st, const char *fmt, ...)
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 	st->problems++;
-	if (st->report != NULL)
-		st->report(buf, st->arg);
+	if (!st->deferred)
+	{
+		dsm_check_report(st, buf);
+		return;
+	}
+	if (st->nqueued == st->queue_size)
+	{
+		int n = st->queue_size == 0 ? 16 : 2 * st->queue_size;
+		char **q = realloc(st->queue, sizeof(char *) * (size_t) n);
+
+		if (q == NULL)
+		{
+			st->lost++;
+			return;
+		}
+		st->queue = q;
+		st->queue_size = n;
+	}
+	if ((st->queue[st->nqueued] = strdup(buf)) == NULL)
+		st->lost++;
 	else
-		ereport(WARNING, errmsg("dynamic shared memory check: %s", buf));
+		st->nqueued++;
+}
+
+/* Free the queue without reporting.  Never fails. */
+static void
+dsm_check_discard(dsm_check_state *st)
+{
+	for (int i = 0; i < st->nqueued; i++)
+		free(st->queue[i]);
+	free(st->queue);
+	st->queue = NULL;
+	st->nqueued = st->queue_size = 0;
+}
+
+/*
+ * Report the queued problems, the lock no longer held.  If a report
+ * raises ERROR, the rest of the queue is freed before the error goes on.
+ */
+static void
+dsm_check_flush(dsm_check_state *st)
+{
+	st->deferred = false;
+	PG_TRY();
+	{
+		for (int i = 0; i < st->nqueued; i++)
+			dsm_check_report(st, st->queue[i]);
+		if (st->lost > 0)
+		{
+			char buf[128];
+
+			snprintf(buf, sizeof buf, "%d more problems could not be recorded (out of memory)",
+					 st->lost);
+			dsm_check_report(st, buf);
+		}
+	}
+	PG_FINALLY();
+	{
+		dsm_check_discard(st);
+	}
+	PG_END_TRY();
 }
 
 /* Does the operating-system segment of handle h exist?  Never raises. */
@@ -1691,7 +1873,8 @@ dsm_os_segment_exists(dsm_handle h)
 		{
 			unsigned int key;
 
-			if (sscanf(name, "key 0x%x", &key) != 1)
+			/* Key 0 is IPC_PRIVATE, which no segment of ours uses (and shmget would make one). */
+			if (sscanf(name, "key 0x%x", &key) != 1 || key == 0)
 				return false;
 			return shmget((key_t) key, 0, 0) >= 0;
 		}
@@ -1794,7 +1977,9 @@ dsm_check_orphans(dsm_control_header *control, dsm_check_state *st, const char *
 
 /*
  * Check the control segment of this process's cluster under its lock (see
- * dsm.h).  The caller is the supervisor or a backend.
+ * dsm.h).  The caller is the supervisor or a backend, holds the lock and
+ * has set st->deferred, so problems are queued, not reported.  Never
+ * raises.
  */
 static int
 dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
@@ -1854,6 +2039,10 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 									!live[item->busy]))
 				dsm_check_problem(st, "moribund segment %u (slot %u) waits for backend %d, which is gone",
 								  item->handle, i, item->busy);
+			/* Nobody busy: a destroy failed and shutdown retries it, so the segment must exist. */
+			if (item->busy == DSM_BUSY_NONE && !dsm_os_segment_exists(item->handle))
+				dsm_check_problem(st, "moribund segment %u (slot %u) has no operating-system segment, so nobody will free its slot",
+								  item->handle, i);
 			continue;
 		}
 		if (item->refcnt != holders + (item->pinned ? 1 : 0) + 1)
@@ -1897,7 +2086,7 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 int
 dsm_control_check(const char *directory, dsm_check_callback report, void *arg)
 {
-	dsm_check_state st = {report, arg, 0};
+	dsm_check_state st = {.report = report, .arg = arg};
 	dsm_state_info info;
 	void *addr = NULL;
 	void *priv = NULL;
@@ -1919,10 +2108,12 @@ dsm_control_check(const char *directory, dsm_check_callback report, void *arg)
 			dsm_check_problem(&st, "the control segment's lock cannot be taken");
 		else
 		{
+			st.deferred = true;
 			dsm_check_locked(&st, dsm_cluster_directory, live);
 			dsm_control_unlock();
 		}
 		pfree(live);
+		dsm_check_flush(&st);
 		return st.problems;
 	}
 
@@ -1950,10 +2141,12 @@ dsm_control_check(const char *directory, dsm_check_callback report, void *arg)
 				dsm_check_problem(&st, "the control segment's lock cannot be taken");
 			else
 			{
+				st.deferred = true;
 				dsm_check_locked(&st, directory, live);
 				dsm_control_unlock();
 			}
 		}
+		dsm_check_flush(&st);
 	}
 	PG_FINALLY();
 	{

@@ -57,6 +57,16 @@
 typedef struct ErrorFrame
 {
 	ErrorData edata;
+	/*
+	 * building: errstart() has run and errfinish() has neither thrown nor
+	 * finished the report, i.e. the report is still being made (its
+	 * context callbacks or emit_log_hook may be running).  handler: the
+	 * PG_exception_stack of that moment.  FlushErrorState() keeps such a
+	 * frame when it runs under that same handler, which is how a PG_CATCH
+	 * inside a context callback or a hook forgets only its own error.
+	 */
+	bool building;
+	sigjmp_buf *handler;
 	char message[ERR_MESSAGE_SIZE];
 	char detail[ERR_DETAIL_SIZE];
 	char hint[ERR_HINT_SIZE];
@@ -191,6 +201,16 @@ errstart(int elevel, const char *filename, int lineno, const char *funcname)
 	{
 		if (elevel == ERROR && PG_exception_stack == NULL)
 			elevel = FATAL;
+
+		/*
+		 * An error raised while a FATAL (or PANIC) report is being built, by
+		 * one of its context callbacks or by emit_log_hook, is at least as
+		 * severe: otherwise a PG_CATCH could swallow it and the process
+		 * would carry on as if the FATAL had never been raised.
+		 */
+		for (int i = 0; i <= errordata_stack_depth; i++)
+			if (errordata[i].building && errordata[i].edata.elevel > elevel)
+				elevel = errordata[i].edata.elevel;
 	}
 	else if (elevel < log_min_messages)
 		return false;
@@ -227,6 +247,8 @@ errstart(int elevel, const char *filename, int lineno, const char *funcname)
 	frame->edata.funcname = funcname;
 	frame->edata.saved_errno = saved_errno;
 	frame->edata.message = frame->message;
+	frame->building = true;
+	frame->handler = PG_exception_stack;
 	if (elevel >= ERROR)
 		frame->edata.sqlerrcode = ERRCODE_INTERNAL_ERROR;
 	else if (elevel >= WARNING)
@@ -239,19 +261,26 @@ errstart(int elevel, const char *filename, int lineno, const char *funcname)
 }
 
 /*
- * Run the error context callbacks for the top frame.  While they run,
- * error_context_stack is empty, so a report made inside a callback gets no
- * CONTEXT lines of its own and cannot re-enter the callbacks.
+ * Run the error context callbacks for the top frame (a report being
+ * built).  While they run, error_context_stack is empty, so a report made
+ * inside a callback gets no CONTEXT lines of its own and cannot re-enter
+ * the callbacks.  A callback that caught an error of its own and did not
+ * flush it leaves a frame above ours; such frames are dropped when the
+ * callbacks return, so that the report goes on with its own frame on top.
  */
 static void
 run_context_callbacks(void)
 {
 	ErrorContextCallback *saved = error_context_stack;
+	const int depth = errordata_stack_depth;
+	const int saved_recursion = recursion_depth;
 
 	error_context_stack = NULL;
 	for (ErrorContextCallback *ec = saved; ec != NULL; ec = ec->previous)
 		ec->callback(ec->arg);
 	error_context_stack = saved;
+	errordata_stack_depth = depth;
+	recursion_depth = saved_recursion;
 }
 
 /*
@@ -278,6 +307,8 @@ errfinish(const char *filename, int lineno, const char *funcname)
 	{
 		if (PG_exception_stack != NULL)
 		{
+			/* From now on the error is "being handled", not built. */
+			frame->building = false;
 			recursion_depth--;
 			siglongjmp(*PG_exception_stack, 1);
 		}
@@ -303,7 +334,8 @@ errfinish(const char *filename, int lineno, const char *funcname)
 		abort();
 
 	errno = frame->edata.saved_errno;
-	errordata_stack_depth--;
+	frame->building = false;
+	errordata_stack_depth = (int) (frame - errordata) - 1;
 	recursion_depth--;
 }
 
@@ -558,12 +590,26 @@ FreeErrorData(ErrorData *edata)
 /*
  * FlushErrorState: forget every report being handled, so the error stack is
  * empty again.  Call it when a PG_CATCH block has recovered.  Never fails.
+ *
+ * The one thing it keeps is a report still being built under the current
+ * handler: when a context callback or emit_log_hook protects itself with
+ * PG_TRY/PG_CATCH and flushes the error it caught, the report it was
+ * called for must survive (its frame stays, and below it whatever it
+ * stands on).  A report whose building was abandoned because an error
+ * unwound past it was built under an inner handler, so it goes.
  */
 void
 FlushErrorState(void)
 {
-	errordata_stack_depth = -1;
-	recursion_depth = 0;
+	while (errordata_stack_depth >= 0)
+	{
+		const ErrorFrame *top = &errordata[errordata_stack_depth];
+
+		if (top->building && top->handler == PG_exception_stack)
+			break;
+		errordata_stack_depth--;
+	}
+	recursion_depth = errordata_stack_depth + 1;
 }
 
 /*
@@ -755,20 +801,39 @@ write_report(const ErrorData *edata)
 void
 EmitErrorReport(void)
 {
+	ErrorFrame *frame;
 	ErrorData *edata;
 	int saved_errno = errno;
+	const int depth = errordata_stack_depth;
+	const int saved_recursion = recursion_depth;
 
-	if (errordata_stack_depth < 0)
+	if (depth < 0)
 		return;
-	edata = &errordata[errordata_stack_depth].edata;
+	frame = &errordata[depth];
+	edata = &frame->edata;
 	if (edata->elevel < ERROR && edata->elevel < log_min_messages)
 		return;
 
-	recursion_depth++;
 	if (emit_log_hook != NULL)
+	{
+		const bool was_building = frame->building;
+		sigjmp_buf *const was_handler = frame->handler;
+
+		/*
+		 * While the hook runs, the report counts as being built, so a
+		 * FlushErrorState() in a PG_CATCH of the hook keeps it; whatever
+		 * the hook leaves above it is dropped afterwards.
+		 */
+		frame->building = true;
+		frame->handler = PG_exception_stack;
+		recursion_depth++;
 		emit_log_hook(edata);
+		frame->building = was_building;
+		frame->handler = was_handler;
+		errordata_stack_depth = depth;
+		recursion_depth = saved_recursion;
+	}
 	write_report(edata);
-	recursion_depth--;
 	errno = saved_errno;
 }
 

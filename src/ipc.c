@@ -76,19 +76,29 @@ drop_inherited_hooks(void)
 
 static void run_all_chains(int code);
 
+/* True if any chain still holds a hook. */
+static bool
+hooks_pending(void)
+{
+	return before_shmem_exit_chain.count > 0 || on_shmem_exit_chain.count > 0 ||
+		on_proc_exit_chain.count > 0;
+}
+
 /*
  * The atexit backstop: a process that registered hooks and leaves with
  * exit() or by returning from main() without proc_exit() still runs them,
- * with code 0 (the real exit status is not known here).  A forked child
- * that inherited the handler runs nothing of its parent's.
+ * with code 0 (the real exit status is not known here).  The same holds
+ * for a hook that calls exit() while proc_exit() runs the chains: the
+ * hooks not yet run still run (each was popped before it was called, so
+ * none runs twice).  After a complete proc_exit() the chains are empty and
+ * this does nothing.  A forked child that inherited the handler runs
+ * nothing of its parent's.
  */
 static void
 exit_backstop(void)
 {
-	if (proc_exit_inprogress)
-		return;					/* proc_exit() already ran the chains */
 	drop_inherited_hooks();
-	if (hooks_owner_pid == 0)
+	if (!hooks_pending())
 		return;
 	backstop_running = true;
 	proc_exit_inprogress = true;
@@ -243,13 +253,18 @@ run_shmem_chains(int code)
 	shmem_exit_inprogress = false;
 }
 
-/* All three chains, in order, then forget the owner. */
+/*
+ * All three chains, in order, then forget the owner, unless a hook
+ * registered another one on a chain that had already finished: that one is
+ * still this process's, and the atexit backstop runs it.
+ */
 static void
 run_all_chains(int code)
 {
 	run_shmem_chains(code);
 	run_chain(&on_proc_exit_chain, code);
-	hooks_owner_pid = 0;
+	if (!hooks_pending())
+		hooks_owner_pid = 0;
 }
 
 /*

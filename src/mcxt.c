@@ -102,7 +102,7 @@
 /* "MCXT" in ASCII; cleared when a context is destroyed. */
 #define MCXT_MAGIC 0x4d435854u
 
-/* Memory reserved for ErrorContext up front, so an out-of-memory error can still be reported. */
+/* Memory ErrorContext reserves up front (elog.c itself reports from static buffers). */
 #define ERROR_CONTEXT_RESERVE (8 * 1024)
 
 /* Size classes: 16 << 0 .. 16 << (MCXT_NUM_CLASSES - 1) bytes. */
@@ -165,6 +165,11 @@ struct McxtBlock
 };
 
 #define MCXT_CHUNK_HDR ((Size) sizeof(McxtChunk))
+/*
+ * Every chunk starts at a multiple of this (chunks are in fact 16-byte
+ * aligned; the check only needs what reading a header requires).
+ */
+#define MCXT_CHUNK_ALIGN ((uintptr_t) _Alignof(McxtChunk))
 #define MCXT_BLOCK_HDR ((Size) sizeof(McxtBlock))
 /* Bytes a large chunk's talloc object adds to the request. */
 #define MCXT_LARGE_HDR (MCXT_BLOCK_HDR + MCXT_CHUNK_HDR)
@@ -182,7 +187,9 @@ _Static_assert(MaxTallocChunkSize + MCXT_LARGE_HDR == 0x0fffffff,
 struct MemoryContextData
 {
 	uint32_t magic;                         /* MCXT_MAGIC while the context is alive */
-	uint32_t unused;                        /* (padding) */
+	bool resetting;                         /* MemoryContextReset() of it is running */
+	bool deleting;                          /* its destructor is running */
+	uint16_t unused;                        /* (padding) */
 	char *freeptr;                          /* next uncarved byte of curblock */
 	char *endptr;                           /* end of curblock (freeptr == endptr: none) */
 	McxtBlock *curblock;                    /* the block being carved, or NULL */
@@ -427,6 +434,10 @@ mcxt_bad_chunk(const void *pointer, const char *caller)
 	if (pointer == NULL)
 		ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR),
 				errmsg("%s called with NULL pointer", caller));
+	if (((uintptr_t) pointer & (MCXT_CHUNK_ALIGN - 1)) != 0)
+		ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("%s called with invalid pointer %p", caller, pointer),
+				errdetail("The pointer is not aligned as the chunks palloc returns are."));
 	if (TopMemoryContext == NULL)
 		MemoryContextInit(); /* installs the abort function the probe needs */
 	chunk = mcxt_header(pointer);
@@ -447,7 +458,9 @@ mcxt_bad_chunk(const void *pointer, const char *caller)
  * The header of the live chunk pointer, after checking it; ERROR naming
  * caller for NULL or anything else (see mcxt_bad_chunk).  Reads the 16
  * bytes in front of pointer: a pointer whose preceding bytes are unmapped
- * crashes the process instead.
+ * crashes the process instead.  A misaligned pointer is refused before
+ * anything is read (a header cannot start there, and reading one would be
+ * a misaligned access).
  */
 static inline McxtChunk *
 mcxt_chunk(const void *pointer, const char *caller)
@@ -455,7 +468,7 @@ mcxt_chunk(const void *pointer, const char *caller)
 	McxtChunk *chunk;
 	uint32_t check;
 
-	if (unlikely(pointer == NULL))
+	if (unlikely(pointer == NULL || ((uintptr_t) pointer & (MCXT_CHUNK_ALIGN - 1)) != 0))
 		mcxt_bad_chunk(pointer, caller);
 	chunk = mcxt_header(pointer);
 	check = chunk->check;
@@ -828,6 +841,12 @@ mcxt_free(McxtChunk *chunk)
 	context->bytes -= size;
 	if (unlikely(size > MCXT_SMALL_LIMIT))
 	{
+		/*
+		 * Mark the header freed first: while free() leaves it alone, a
+		 * second pfree() then raises "already freed" instead of handing
+		 * talloc a freed object (which aborts the process).
+		 */
+		chunk->check = mcxt_check_word(chunk, block, size, MCXT_STATE_FREE);
 		talloc_free(block);
 		return;
 	}
@@ -1056,11 +1075,14 @@ mcxt_delete_children(MemoryContext context)
 	{
 		if (talloc_free(child) != 0)
 		{
-			/* talloc refused (a talloc_reference to it exists): forget it here. */
+			/*
+			 * talloc refused: a talloc_reference to it exists, or it is
+			 * being reset or deleted further up the stack.  Forget it here.
+			 */
 			mcxt_unlink(child);
 			ereport(WARNING,
 					errmsg("could not free memory context \"%s\"", child->name),
-					errdetail("talloc_free() refused; the context has talloc references."));
+					errdetail("talloc_free() refused; the context is in use or has talloc references."));
 		}
 	}
 }
@@ -1078,6 +1100,19 @@ mcxt_destructor(MemoryContext context)
 {
 	if (context == TopMemoryContext)
 		return -1;
+	if (context->resetting)
+	{
+		/*
+		 * Freed (through a talloc ancestor, or by talloc_free() in one of
+		 * its own callbacks) while a reset of it is running: the reset
+		 * still uses it, so it stays; talloc hands it to the nearest
+		 * surviving ancestor.
+		 */
+		ereport(WARNING, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("cannot free memory context \"%s\" while it is being reset", context->name));
+		return -1;
+	}
+	context->deleting = true;
 	mcxt_delete_children(context);
 	mcxt_call_callbacks(context);
 	if (CurrentMemoryContext == context)
@@ -1101,12 +1136,18 @@ mcxt_destructor(MemoryContext context)
 void
 MemoryContextReset(MemoryContext context)
 {
+	bool was_resetting;
+
 	mcxt_check_context(context, "MemoryContextReset");
+	/* Callbacks and destructors run below may not delete the context (see mcxt_destructor). */
+	was_resetting = context->resetting;
+	context->resetting = true;
 	mcxt_delete_children(context);
 	mcxt_call_callbacks(context);
 	/* The store is the context's talloc name, which talloc_free_children() keeps. */
 	talloc_free_children(context);
 	mcxt_drop_blocks(context);
+	context->resetting = was_resetting;
 	if (context == TopMemoryContext && ErrorContext == NULL && !mcxt_create_error_context())
 		ereport(WARNING, errcode(ERRCODE_OUT_OF_MEMORY),
 				errmsg("could not re-create memory context \"ErrorContext\""),
@@ -1116,8 +1157,9 @@ MemoryContextReset(MemoryContext context)
 /*
  * MemoryContextDelete: reset context and free it.  If it (or a
  * descendant) is CurrentMemoryContext, its parent becomes current.
- * Deleting TopMemoryContext or ErrorContext raises ERROR and changes
- * nothing.
+ * Deleting TopMemoryContext or ErrorContext, or a context whose reset or
+ * delete is running (from one of its own or its children's reset
+ * callbacks), raises ERROR and changes nothing.
  */
 void
 MemoryContextDelete(MemoryContext context)
@@ -1131,6 +1173,14 @@ MemoryContextDelete(MemoryContext context)
 		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
 				errmsg("cannot delete memory context \"%s\"", context->name),
 				errdetail("Error reporting needs ErrorContext; reset it instead."));
+	if (context->resetting)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("cannot delete memory context \"%s\" while it is being reset", context->name),
+				errhint("A reset callback must not delete the context being reset."));
+	if (context->deleting)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("cannot delete memory context \"%s\" while it is being deleted", context->name),
+				errhint("A reset callback must not delete the context being deleted."));
 	if (talloc_free(context) != 0)
 		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
 				errmsg("cannot delete memory context \"%s\"", context->name),
@@ -1356,10 +1406,22 @@ repalloc(void *pointer, Size size)
 	}
 	if (old > MCXT_SMALL_LIMIT && size > MCXT_SMALL_LIMIT)
 	{
-		/* A large chunk: let talloc resize its object (it keeps its talloc parent). */
-		block = _talloc_realloc(NULL, block, MCXT_LARGE_HDR + size, mcxt_large_name);
-		if (unlikely(block == NULL))
+		/*
+		 * A large chunk: let talloc resize its object (it keeps its talloc
+		 * parent).  The header is marked freed meanwhile, so that if the
+		 * object moves, the stale pointer is refused like a freed chunk.
+		 */
+		McxtBlock *moved;
+		uint32_t check = chunk->check;
+
+		chunk->check = mcxt_check_word(chunk, block, (uint32_t) old, MCXT_STATE_FREE);
+		moved = _talloc_realloc(NULL, block, MCXT_LARGE_HDR + size, mcxt_large_name);
+		if (unlikely(moved == NULL))
+		{
+			chunk->check = check;
 			mcxt_out_of_memory(context, size);
+		}
+		block = moved;
 		block->end = (char *) block + MCXT_LARGE_HDR + size;
 		chunk = (McxtChunk *) (block + 1);
 		chunk->block = block;

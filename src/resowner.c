@@ -296,49 +296,88 @@ unlink_child(ResourceOwner owner)
  * put back to oldcxt, because the failed code may have switched it; the
  * copy of the error is made in TopMemoryContext and freed at once, since
  * the current context may be the one whose deletion is releasing us.
+ * Never raises ERROR: when there is no memory left for the copy (the
+ * failure may well be an out-of-memory error), the WARNING goes out
+ * without the original message.
  */
 static void
 report_release_failure(ResourceOwner owner, MemoryContext oldcxt, const char *what)
 {
-	ErrorData *edata;
+	ErrorData *volatile edata = NULL;
+	const int code = geterrcode();
 
 	MemoryContextSwitchTo(TopMemoryContext);
-	edata = CopyErrorData();
+	PG_TRY();
+	{
+		edata = CopyErrorData();
+	}
+	PG_CATCH();
+	{
+		/* Out of memory: edata stays NULL; the flush below forgets both errors. */
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
 	FlushErrorState();
-	ereport(WARNING, errcode(edata->sqlerrcode),
-			errmsg("could not release %s of resource owner \"%s\"", what, owner->name),
-			errdetail_internal("%s", edata->message));
-	FreeErrorData(edata);
+	if (edata != NULL)
+	{
+		ereport(WARNING, errcode(edata->sqlerrcode),
+				errmsg("could not release %s of resource owner \"%s\"", what, owner->name),
+				errdetail_internal("%s", edata->message));
+		FreeErrorData(edata);
+	}
+	else
+		ereport(WARNING, errcode(code),
+				errmsg("could not release %s of resource owner \"%s\"", what, owner->name),
+				errdetail("The message of the error was lost: no memory to copy it."));
+}
+
+/*
+ * Draw the leak warning for a resource found still remembered at commit.
+ * DebugPrint (or psprintf) may fail; that is caught and reported like a
+ * failed release, so the caller goes on to release the resource anyway.
+ */
+static void
+warn_leaked(ResourceOwner owner, ResourceElem elem)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		char *text;
+
+		if (elem.kind->DebugPrint != NULL)
+			text = elem.kind->DebugPrint(elem.item);
+		else
+			text = psprintf("%s 0x%" PRIxPTR, elem.kind->name, elem.item);
+		ereport(WARNING, errcode(ERRCODE_WARNING),
+				errmsg("resource was not closed: %s", text != NULL ? text : elem.kind->name),
+				errdetail("Resource owner \"%s\" still held a resource of kind \"%s\" at commit.",
+						  owner->name, elem.kind->name));
+		if (text != NULL)
+			pfree(text);
+	}
+	PG_CATCH();
+	{
+		report_release_failure(owner, oldcxt, elem.kind->name);
+	}
+	PG_END_TRY();
 }
 
 /*
  * Release one resource that has already been removed from owner: on commit
  * draw the leak warning first, then call the kind's ReleaseResource.  An
- * ERROR raised by either is caught, logged at WARNING and swallowed.
+ * ERROR raised by either is caught, logged at WARNING and swallowed; a
+ * failed warning does not keep the resource from being released.
  */
 static void
 release_one(ResourceOwner owner, ResourceElem elem, bool isCommit)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	if (isCommit)
+		warn_leaked(owner, elem);
 	PG_TRY();
 	{
-		if (isCommit)
-		{
-			char *text;
-
-			if (elem.kind->DebugPrint != NULL)
-				text = elem.kind->DebugPrint(elem.item);
-			else
-				text = psprintf("%s 0x%" PRIxPTR, elem.kind->name, elem.item);
-			ereport(WARNING, errcode(ERRCODE_WARNING),
-					errmsg("resource was not closed: %s", text),
-					errdetail("Resource owner \"%s\" still held a resource of kind \"%s\" at commit.",
-							  owner->name, elem.kind->name));
-			if (text != NULL)
-				pfree(text);
-		}
 		elem.kind->ReleaseResource(elem.item);
 	}
 	PG_CATCH();
@@ -715,13 +754,23 @@ ResourceOwnerGetName(ResourceOwner owner)
  * ResourceOwnerNewParent: move owner below newparent (NULL: make it top
  * level).  The talloc parent follows, unless owner was created in an
  * explicit context, which stays its talloc parent.  Raises ERROR, changing
- * nothing, if newparent is owner or one of its descendants.
+ * nothing, if newparent is owner or one of its descendants, or if a
+ * release of owner is running.
  */
 void
 ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newparent)
 {
 	if (owner == NULL || owner->parent == newparent)
 		return;
+
+	/*
+	 * The release of an owner walks its children's sibling links; moving
+	 * one of them (or the owner itself) meanwhile would end that walk early
+	 * and leave siblings unreleased.
+	 */
+	if (unlikely(owner->releasing))
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("cannot move resource owner \"%s\" while it is being released", owner->name));
 
 	for (ResourceOwner p = newparent; p != NULL; p = p->parent)
 		if (p == owner)

@@ -24,12 +24,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -812,13 +814,69 @@ reap_joined_backends(void)
 }
 
 /*
+ * Block until one of the spawned backends has exited, without reaping it
+ * (the caller's waitpid() scan does that), or until a signal interrupts
+ * the wait.  Only backends are waited for, through a pidfd each, so the
+ * exit status of any other child of this process stays for whoever waits
+ * for it (a blocking waitpid(-1) would steal it).  Where pidfds are not
+ * available (Linux before 5.3, or no descriptor left) it sleeps 10 ms
+ * instead, and the caller scans again.  Never raises.
+ */
+static void
+wait_for_backend_exit(void)
+{
+	struct pollfd *fds = malloc(sizeof(struct pollfd) * (supervisor_nslots > 0 ? supervisor_nslots : 1));
+	nfds_t n = 0;
+	bool usable = fds != NULL;
+	bool gone = false;
+
+	for (uint32_t i = 0; usable && i < supervisor_nslots; i++)
+	{
+		int fd;
+
+		if (supervisor_children[i] <= 0)
+			continue;
+#ifdef SYS_pidfd_open
+		fd = (int) syscall(SYS_pidfd_open, (int) supervisor_children[i], 0);
+#else
+		fd = -1;
+		errno = ENOSYS;
+#endif
+		if (fd < 0)
+		{
+			/* ESRCH: someone else reaped it; the caller's scan sees ECHILD at once. */
+			if (errno == ESRCH)
+				gone = true;
+			else
+				usable = false;
+			break;
+		}
+		fds[n].fd = fd;
+		fds[n].events = POLLIN;
+		fds[n].revents = 0;
+		n++;
+	}
+	if (!gone && usable && n > 0)
+		(void) poll(fds, n, -1); /* EINTR too: the caller scans again */
+	else if (!gone)
+	{
+		struct timespec ts = {0, 10 * 1000 * 1000};
+
+		(void) nanosleep(&ts, NULL);
+	}
+	for (nfds_t k = 0; k < n; k++)
+		close(fds[k].fd);
+	free(fds);
+}
+
+/*
  * Collect exited backends (see supervisor.h).  Spawned backends are
  * waited for by pid; joined backends are checked for liveness (pid and
  * start time).  A dead backend's references are reclaimed and its slot
- * freed.  With wait true and spawned backends running, blocks in
- * waitpid(-1): an exit status of another child of this process that
- * arrives meanwhile is consumed and logged.  Returns the number of
- * backends (spawned and joined) still running.
+ * freed.  With wait true and spawned backends running, blocks until one
+ * of them exits (wait_for_backend_exit()); other children of this process
+ * are never waited for.  Returns the number of backends (spawned and
+ * joined) still running.
  */
 int
 supervisor_reap(bool wait)
@@ -853,26 +911,7 @@ supervisor_reap(bool wait)
 		}
 		if (!wait || reaped || supervisor_nchildren == 0)
 			break;
-		{
-			int status = 0;
-			pid_t r = waitpid(-1, &status, 0);
-
-			if (r < 0)
-			{
-				if (errno == EINTR)
-					continue;
-				break;
-			}
-			for (uint32_t i = 0; i < supervisor_nslots; i++)
-				if (supervisor_children[i] == r)
-				{
-					backend_exited((int) i, r, status, true);
-					reaped = true;
-				}
-			if (!reaped)
-				ereport(LOG, errmsg("supervisor_reap collected process %d, which is not a backend",
-									(int) r));
-		}
+		wait_for_backend_exit();
 	}
 	return supervisor_nchildren + reap_joined_backends();
 }

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -695,6 +696,62 @@ START_TEST(test_roles)
 }
 END_TEST
 
+/* ---- bad arguments ------------------------------------------------------------ */
+
+/*
+ * Garbage handles find nothing; a NULL segment is an ERROR that names the
+ * function (dsm_detach(NULL), which never raises, is a WARNING and does
+ * nothing); nothing is held afterwards.
+ */
+static void
+bad_args_a(Datum arg)
+{
+	dsm_segment *seg = dsm_create(4096, 0);
+	dsm_handle h = dsm_segment_handle(seg);
+
+	(void) arg;
+	ck_assert_ptr_null(dsm_attach(DSM_HANDLE_INVALID));
+	ck_assert_ptr_null(dsm_attach(0xffffffffu));   /* slot index past maxitems */
+	ck_assert_ptr_null(dsm_attach(h + 0x100000u)); /* same slot, another generation */
+	ck_assert_ptr_null(dsm_find_mapping(0xffffffffu));
+	EXPECT_ERROR(dsm_unpin_segment(h), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "not a pinned");
+	EXPECT_ERROR(dsm_unpin_segment(0), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "not a pinned");
+	EXPECT_ERROR(dsm_resize(seg, 0), ERRCODE_INVALID_PARAMETER_VALUE, "size 0");
+	EXPECT_ERROR(dsm_create(0, 0), ERRCODE_INVALID_PARAMETER_VALUE, "size 0");
+	EXPECT_ERROR(dsm_create(SIZE_MAX, 0), 0, "could not");
+	if (ctx.impl != DSM_IMPL_SYSV)
+	{
+		EXPECT_ERROR(dsm_resize(seg, SIZE_MAX), 0, "could not resize");
+		ck_assert_uint_eq(dsm_segment_map_length(seg), 4096); /* unchanged */
+	}
+	EXPECT_ERROR(dsm_resize(NULL, 4096), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_resize");
+	EXPECT_ERROR(dsm_remap(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_remap");
+	EXPECT_ERROR(dsm_pin_segment(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_pin_segment");
+	EXPECT_ERROR(dsm_keep_mapping(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_keep_mapping");
+	EXPECT_ERROR(dsm_unpin_mapping(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_unpin_mapping");
+	EXPECT_ERROR(on_dsm_detach(NULL, NULL, 0), ERRCODE_INVALID_PARAMETER_VALUE, "on_dsm_detach");
+	dsm_detach(NULL);
+	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	dsm_detach(seg);
+	ck_assert(!seg_exists(h));
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+bad_args_supervisor(void)
+{
+	supervisor_spawn_backend(bad_args_a, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_bad_arguments)
+{
+	TU_TEST_BEGIN();
+	run_cluster(impls[_i], bad_args_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- a full /dev/shm (injected ENOSPC) -------------------------------------- */
 
 static void
@@ -821,6 +878,7 @@ dsm_suite(void)
 	tcase_add_loop_test(tc, test_resize_remap, 0, 3);
 	tcase_add_loop_test(tc, test_too_many_segments, 0, 3);
 	tcase_add_test(tc, test_roles);
+	tcase_add_loop_test(tc, test_bad_arguments, 0, 3);
 	tcase_add_loop_test(tc, test_enospc, 0, 2);
 	suite_add_tcase(s, tc);
 

@@ -587,6 +587,123 @@ START_TEST(test_nested_reports)
 }
 END_TEST
 
+/*
+ * A hook and a context callback that protect themselves the recommended
+ * way: PG_TRY around code that may fail, FlushErrorState() in PG_CATCH.
+ * Flushing there must forget only the error they caught, not the report
+ * being emitted around them.
+ */
+static int self_catching_calls;
+
+static void
+self_catching_hook(ErrorData *edata)
+{
+	(void) edata;
+	self_catching_calls++;
+	PG_TRY();
+	{
+		elog(ERROR, "failure inside the hook");
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+static void
+self_catching_context_cb(void *arg)
+{
+	self_catching_calls++;
+	PG_TRY();
+	{
+		elog(ERROR, "failure inside the context callback");
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	errcontext("%s", (const char *) arg);
+}
+
+/* Raise ERROR with code and message, catch it, check both; the stack must be sane. */
+static void
+check_error_stack_sane(void)
+{
+	volatile int code = 0;
+	char message[64] = "";
+
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE), errmsg("afterwards"));
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata = CopyErrorData();
+
+		code = geterrcode();
+		snprintf(message, sizeof(message), "%s", edata->message);
+		FreeErrorData(edata);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	ck_assert_str_eq(unpack_sql_state(code), unpack_sql_state(ERRCODE_OBJECT_IN_USE));
+	ck_assert_str_eq(message, "afterwards");
+	ck_assert_int_eq(geterrcode(), 0);
+}
+
+START_TEST(test_flush_inside_hook)
+{
+	ErrorContextCallback cb;
+	char *out;
+
+	TU_TEST_BEGIN();
+	self_catching_calls = 0;
+	emit_log_hook = self_catching_hook;
+	tu_capture_stderr_begin();
+	ereport(WARNING, errmsg("outer warning"));
+	ereport(NOTICE, errmsg("second report"));
+	out = tu_capture_stderr_end();
+	emit_log_hook = NULL;
+	ck_assert_int_eq(self_catching_calls, 2);
+	ck_assert_str_eq(out, "WARNING:  outer warning\nNOTICE:  second report\n");
+	free(out);
+	check_error_stack_sane();
+
+	/* The same inside an error context callback, for a report and a caught ERROR. */
+	cb.callback = self_catching_context_cb;
+	cb.arg = (void *) "in the callback";
+	cb.previous = NULL;
+	error_context_stack = &cb;
+	tu_capture_stderr_begin();
+	ereport(WARNING, errmsg("with a careful callback"));
+	out = tu_capture_stderr_end();
+	ck_assert_str_eq(out, "WARNING:  with a careful callback\nCONTEXT:  in the callback\n");
+	free(out);
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_DISK_FULL), errmsg("outer error"));
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata = CopyErrorData();
+
+		ck_assert_str_eq(edata->message, "outer error");
+		ck_assert_str_eq(edata->context, "in the callback");
+		ck_assert_int_eq(edata->sqlerrcode, ERRCODE_DISK_FULL);
+		FreeErrorData(edata);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	ck_assert_ptr_eq(error_context_stack, &cb);
+	error_context_stack = NULL;
+	ck_assert_int_eq(self_catching_calls, 4);
+	check_error_stack_sane();
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- output: format, levels, prefix, hook ------------------------------- */
 
 START_TEST(test_format)
@@ -941,6 +1058,65 @@ child_rethrow_uncaught(void)
 	report(0xdead);
 }
 
+/*
+ * A FATAL whose context callback raises ERROR inside PG_TRY: the ERROR must
+ * not downgrade the FATAL into something PG_CATCH can swallow.
+ */
+static void
+child_fatal_failing_context(void)
+{
+	ErrorContextCallback cb;
+
+	on_proc_exit(reporting_hook, UInt32GetDatum(8));
+	cb.callback = failing_context_cb;
+	cb.arg = NULL;
+	cb.previous = NULL;
+	PG_TRY();
+	{
+		error_context_stack = &cb;
+		ereport(FATAL, errmsg("fatal with a failing context callback"));
+	}
+	PG_CATCH();
+	{
+		report(0xbad);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	report(0xdead);
+	_exit(0);
+}
+
+/* The same with an emit_log_hook that raises ERROR (which it must not do). */
+static void
+failing_log_hook(ErrorData *edata)
+{
+	static int depth;
+
+	(void) edata;
+	if (depth++ == 0)
+		ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("hook failed"));
+	depth--;
+}
+
+static void
+child_fatal_failing_hook(void)
+{
+	on_proc_exit(reporting_hook, UInt32GetDatum(9));
+	PG_TRY();
+	{
+		emit_log_hook = failing_log_hook;
+		ereport(FATAL, errmsg("fatal with a failing hook"));
+	}
+	PG_CATCH();
+	{
+		report(0xbad);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	report(0xdead);
+	_exit(0);
+}
+
 START_TEST(test_fatal)
 {
 	static ChildResult r;
@@ -961,6 +1137,21 @@ START_TEST(test_fatal)
 	ck_assert_int_eq(r.nvalues, 2);
 	ck_assert_uint_eq(r.values[0], 7);
 	ck_assert_uint_eq(r.values[1], 1041);
+
+	/* An ERROR raised while a FATAL is built is FATAL too: PG_CATCH never sees it. */
+	run_child(child_fatal_failing_context, &r);
+	ck_assert_msg(WIFEXITED(r.status), "status 0x%x", r.status);
+	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
+	ck_assert_int_eq(r.nvalues, 1);
+	ck_assert_uint_eq(r.values[0], 1081);
+	ck_assert_str_eq(r.err, "FATAL:  context callback failed\n");
+
+	run_child(child_fatal_failing_hook, &r);
+	ck_assert_msg(WIFEXITED(r.status), "status 0x%x", r.status);
+	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
+	ck_assert_int_eq(r.nvalues, 1);
+	ck_assert_uint_eq(r.values[0], 1091);
+	ck_assert_str_eq(r.err, "FATAL:  hook failed\n");
 	TU_TEST_END();
 }
 END_TEST
@@ -1187,6 +1378,7 @@ elog_suite(void)
 	tcase_add_test(tc, test_rethrow_error);
 	tcase_add_test(tc, test_context_lines);
 	tcase_add_test(tc, test_nested_reports);
+	tcase_add_test(tc, test_flush_inside_hook);
 	tcase_add_test(tc, test_format);
 	tcase_add_test(tc, test_log_min_messages);
 	tcase_add_test(tc, test_emit_log_hook);

@@ -405,6 +405,73 @@ START_TEST(test_atexit_backstop_fatal)
 }
 END_TEST
 
+/* Hook that leaves with a plain exit(7) (after reporting 7000 + arg). */
+static void
+exiting_hook(int code, Datum arg)
+{
+	(void) code;
+	report(7000 + DatumGetUInt32(arg));
+	exit(7);
+}
+
+static void
+child_exit_inside_hook(void)
+{
+	on_proc_exit(hook, 1);
+	on_shmem_exit(hook, 2);
+	on_shmem_exit(exiting_hook, 3);
+	before_shmem_exit(hook, 4);
+	proc_exit(0);
+}
+
+START_TEST(test_exit_inside_hook)
+{
+	static ChildResult r;
+	/*
+	 * A hook that calls exit() while proc_exit() runs the chains: the
+	 * backstop still runs the hooks not yet run (with code 0), and the exit
+	 * status is the hook's.
+	 */
+	static const uint32_t expect[] = {3040, 7003, 3020, 1010};
+
+	TU_TEST_BEGIN();
+	run_child(child_exit_inside_hook, &r);
+	assert_exit_code(&r, 7);
+	assert_values(&r, expect, 4);
+	TU_TEST_END();
+}
+END_TEST
+
+/* on_proc_exit hook that registers a before_shmem_exit hook (whose chain has finished). */
+static void
+late_registering_hook(int code, Datum arg)
+{
+	report(6000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
+	before_shmem_exit(hook, 9);
+}
+
+static void
+child_late_registration(void)
+{
+	on_proc_exit(late_registering_hook, 2);
+	on_proc_exit(hook, 1);
+	proc_exit(4);
+}
+
+START_TEST(test_late_registration)
+{
+	static ChildResult r;
+	/* A hook registered on a finished chain is not dropped: the backstop runs it, with code 0. */
+	static const uint32_t expect[] = {1014, 6024, 3090};
+
+	TU_TEST_BEGIN();
+	run_child(child_late_registration, &r);
+	assert_exit_code(&r, 4);
+	assert_values(&r, expect, 3);
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- fork --------------------------------------------------------------- */
 
 enum grandchild_mode
@@ -518,6 +585,8 @@ ipc_suite(void)
 	tc = tu_tcase("exit", 20);
 	tcase_add_test(tc, test_atexit_backstop);
 	tcase_add_test(tc, test_atexit_backstop_fatal);
+	tcase_add_test(tc, test_exit_inside_hook);
+	tcase_add_test(tc, test_late_registration);
 	tcase_add_test(tc, test_fork);
 	suite_add_tcase(s, tc);
 	return s;

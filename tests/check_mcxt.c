@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <talloc.h>
 
@@ -973,6 +974,87 @@ START_TEST(test_callback_error_does_not_stop_cleanup)
 }
 END_TEST
 
+/* A reset callback that deletes (or talloc_free()s) the context it names. */
+static void
+deleting_cb(void *arg)
+{
+	strcat(cb_log, "delete ");
+	MemoryContextDelete((MemoryContext) arg);
+}
+
+static void
+talloc_freeing_cb(void *arg)
+{
+	strcat(cb_log, "tfree ");
+	if (talloc_free(arg) != 0)
+		strcat(cb_log, "refused ");
+}
+
+static void
+add_fn_cb(MemoryContext ctx, MemoryContextCallbackFunction fn, void *arg)
+{
+	MemoryContextCallback *cb = MemoryContextAlloc(ctx, sizeof *cb);
+
+	cb->func = fn;
+	cb->arg = arg;
+	MemoryContextRegisterResetCallback(ctx, cb);
+}
+
+/*
+ * Callbacks that delete the context being reset (its own, or a child's
+ * callback deleting the parent): refused with an ERROR naming the context,
+ * which the reset reports; the reset completes and the context lives on.
+ */
+START_TEST(test_callback_deletes_context_being_reset)
+{
+	MemoryContext ctx, child;
+	char *err;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "self", ALLOCSET_DEFAULT_SIZES);
+	(void) MemoryContextAlloc(ctx, 100);
+	add_cb(ctx, "first");
+	add_fn_cb(ctx, deleting_cb, ctx);
+	add_fn_cb(ctx, talloc_freeing_cb, ctx);
+	cb_log[0] = '\0';
+	tu_capture_stderr_begin();
+	MemoryContextReset(ctx);
+	err = tu_capture_stderr_end();
+	ck_assert_str_eq(cb_log, "tfree refused delete first ");
+	ck_assert_msg(strstr(err, "ERROR:  cannot delete memory context \"self\" while it is being reset\n") != NULL,
+				  "stderr: %s", err);
+	free(err);
+	ck_assert(MemoryContextIsEmpty(ctx));
+	(void) MemoryContextStrdup(ctx, "still usable");
+
+	/* A child's callback deleting the parent while the parent is reset. */
+	child = AllocSetContextCreate(ctx, "child", ALLOCSET_SMALL_SIZES);
+	add_fn_cb(child, deleting_cb, ctx);
+	cb_log[0] = '\0';
+	tu_capture_stderr_begin();
+	MemoryContextReset(ctx);
+	err = tu_capture_stderr_end();
+	ck_assert_str_eq(cb_log, "delete ");
+	ck_assert_msg(strstr(err, "ERROR:  cannot delete memory context \"self\" while it is being reset\n") != NULL,
+				  "stderr: %s", err);
+	free(err);
+	ck_assert(MemoryContextIsEmpty(ctx));
+
+	/* The same child callback while the parent is deleted: refused too, the delete completes. */
+	child = AllocSetContextCreate(ctx, "child", ALLOCSET_SMALL_SIZES);
+	add_fn_cb(child, deleting_cb, ctx);
+	cb_log[0] = '\0';
+	tu_capture_stderr_begin();
+	MemoryContextDelete(ctx);
+	err = tu_capture_stderr_end();
+	ck_assert_str_eq(cb_log, "delete ");
+	ck_assert_msg(strstr(err, "ERROR:  cannot delete memory context \"self\" while it is being deleted\n") != NULL,
+				  "stderr: %s", err);
+	free(err);
+	mc_end();
+}
+END_TEST
+
 START_TEST(test_reset_top_recreates_error_context)
 {
 	MemoryContext ctx;
@@ -1221,6 +1303,94 @@ START_TEST(test_freed_chunks_refused)
 }
 END_TEST
 
+static void
+do_chunk_space(void *arg)
+{
+	(void) GetMemoryChunkSpace(arg);
+}
+
+/*
+ * Misaligned pointers (no chunk starts at an odd address): an ERROR, not a
+ * misaligned read of a header (which UndefinedBehaviorSanitizer stops).
+ */
+START_TEST(test_misaligned_pointers)
+{
+	MemoryContext ctx;
+	char *p;
+	char want[128];
+	Caught e;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "misaligned", ALLOCSET_DEFAULT_SIZES);
+	p = MemoryContextAllocZero(ctx, 64);
+	for (int off = 1; off < 16; off += 2)
+	{
+		snprintf(want, sizeof want, "pfree called with invalid pointer %p", (void *) (p + off));
+		catch_error(do_pfree, p + off, &e);
+		ck_assert_raised(e, ERRCODE_INTERNAL_ERROR, want);
+		snprintf(want, sizeof want, "repalloc called with invalid pointer %p", (void *) (p + off));
+		catch_error(do_repalloc, p + off, &e);
+		ck_assert_raised(e, ERRCODE_INTERNAL_ERROR, want);
+		catch_error(do_chunk_context, p + off, &e);
+		ck_assert(e.raised);
+		catch_error(do_chunk_space, p + off, &e);
+		ck_assert(e.raised);
+	}
+	ck_assert_uint_eq(GetMemoryChunkSpace(p), 64);
+	MemoryContextDelete(ctx);
+	mc_end();
+}
+END_TEST
+
+#if !defined(MCXT_TEST_ASAN)
+/*
+ * In a child: pfree a large chunk twice.  Its memory went back to malloc,
+ * so the second call reads freed memory (which is why this runs neither
+ * under ASan nor under valgrind); glibc leaves the chunk header alone for
+ * a chunk this size, so the header says "freed" and the second pfree must
+ * raise the ERROR, not let talloc abort the process.  Exits 0 when it did,
+ * 2 when nothing was raised.
+ */
+static void
+double_free_large_child(void *arg)
+{
+	char *big = palloc(20000);
+	volatile int rc = 2;
+
+	(void) arg;
+	pfree(big);
+	PG_TRY();
+	{
+		pfree(big);
+	}
+	PG_CATCH();
+	{
+		ErrorData *ed = CopyErrorData();
+
+		rc = strcmp(ed->detail ? ed->detail : "", "The chunk was already freed.") == 0 ? 0 : 3;
+		FreeErrorData(ed);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	_exit(rc);
+}
+
+START_TEST(test_double_free_large)
+{
+	mc_begin();
+#ifdef RUNNING_ON_VALGRIND
+	if (RUNNING_ON_VALGRIND)
+	{
+		mc_end();
+		return;
+	}
+#endif
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(double_free_large_child, NULL)), 0);
+	mc_end();
+}
+END_TEST
+#endif
+
 #ifdef MCXT_TEST_ASAN
 /* In a child: write to a chunk after pfree; AddressSanitizer must stop the process. */
 static void
@@ -1274,6 +1444,7 @@ mcxt_suite(void)
 	tcase_add_test(tc, test_stats_text);
 	tcase_add_test(tc, test_user_talloc_objects);
 	tcase_add_test(tc, test_callback_error_does_not_stop_cleanup);
+	tcase_add_test(tc, test_callback_deletes_context_being_reset);
 	tcase_add_test(tc, test_reset_top_recreates_error_context);
 	tcase_add_test(tc, test_many_chunks);
 	tcase_add_test(tc, test_top_blocks_come_back);
@@ -1288,6 +1459,10 @@ mcxt_suite(void)
 	tcase_add_test(tc, test_bad_pointers);
 	tcase_add_test(tc, test_delete_top_refused);
 	tcase_add_test(tc, test_freed_chunks_refused);
+	tcase_add_test(tc, test_misaligned_pointers);
+#if !defined(MCXT_TEST_ASAN)
+	tcase_add_test(tc, test_double_free_large);
+#endif
 #ifdef MCXT_TEST_ASAN
 	tcase_add_test(tc, test_asan_poisoning);
 #endif

@@ -619,6 +619,153 @@ START_TEST(test_release_error_continues)
 }
 END_TEST
 
+/* A DebugPrint that breaks its contract and raises ERROR. */
+static char *
+print_failing(Datum d)
+{
+	ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("cannot describe thing %d", DatumGetInt32(d)));
+	return NULL;
+}
+
+static void release_p(Datum d) { rec_add("p:%d ", DatumGetInt32(d)); }
+
+static const ResourceOwnerDesc kind_badprint = {"badprint", RESOURCE_RELEASE_AFTER_LOCKS, 10,
+												release_p, print_failing};
+
+START_TEST(test_leak_warning_error_still_releases)
+{
+	ResourceOwner o;
+	char *out;
+
+	TU_TEST_BEGIN();
+	rec_reset();
+	o = ResourceOwnerCreate(NULL, "chatty");
+	hold(o, 1, &kind_badprint);
+	hold(o, 2, &kind_a);
+	tu_capture_stderr_begin();
+	ResourceOwnerReleaseAll(o, true);
+	out = tu_capture_stderr_end();
+	/* The leak warning could not be drawn, but the resource was released all the same. */
+	ck_assert_str_eq(rec, "p:1 a:2 ");
+	ck_assert_msg(strstr(out, "WARNING:  could not release badprint of resource owner \"chatty\"\n"
+							  "DETAIL:  cannot describe thing 1\n") != NULL,
+				  "stderr: %s", out);
+	ck_assert_msg(strstr(out, "WARNING:  resource was not closed: akind 0x2\n") != NULL, "stderr: %s",
+				  out);
+	free(out);
+	ck_assert_int_eq(geterrcode(), 0);
+	ResourceOwnerDelete(o);
+	TU_TEST_END();
+}
+END_TEST
+
+/* Chunks taken from TopMemoryContext to starve it (malloc'd array of them). */
+typedef struct Hog
+{
+	void **chunks;
+	size_t n;
+	size_t cap;
+} Hog;
+
+/*
+ * Let no new talloc memory below TopMemoryContext, and take every free
+ * chunk of every size class in it, so that the next palloc there fails.
+ */
+static void
+starve_top(Hog *hog)
+{
+	memset(hog, 0, sizeof *hog);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	ck_assert_int_eq(talloc_set_memlimit(TopMemoryContext, talloc_total_size(TopMemoryContext)), 0);
+#pragma GCC diagnostic pop
+	for (Size size = 8192; size >= 16; size /= 2)
+	{
+		void *p;
+
+		while ((p = MemoryContextAllocExtended(TopMemoryContext, size, MCXT_ALLOC_NO_OOM)) != NULL)
+		{
+			if (hog->n == hog->cap)
+			{
+				hog->cap = hog->cap ? hog->cap * 2 : 64;
+				hog->chunks = realloc(hog->chunks, hog->cap * sizeof(void *));
+				ck_assert_ptr_nonnull(hog->chunks);
+			}
+			hog->chunks[hog->n++] = p;
+		}
+	}
+	ck_assert_ptr_null(MemoryContextAllocExtended(TopMemoryContext, 1, MCXT_ALLOC_NO_OOM));
+}
+
+/* Undo starve_top(). */
+static void
+feed_top(Hog *hog)
+{
+	for (size_t i = 0; i < hog->n; i++)
+		pfree(hog->chunks[i]);
+	free(hog->chunks);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	ck_assert_int_eq(talloc_set_memlimit(TopMemoryContext, 0), 0);
+#pragma GCC diagnostic pop
+}
+
+/* ResourceOwnerReleaseAll(o, false); true if an error came out of it (printed). */
+static bool
+release_raises(ResourceOwner o)
+{
+	volatile bool escaped = false;
+
+	PG_TRY();
+	{
+		ResourceOwnerReleaseAll(o, false);
+	}
+	PG_CATCH();
+	{
+		escaped = true;
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return escaped;
+}
+
+/*
+ * A release whose ReleaseResource fails while TopMemoryContext cannot
+ * grow: reporting the failure must not need memory, and the release goes
+ * on (the owner is not left "being released").
+ */
+START_TEST(test_release_failure_out_of_memory)
+{
+	ResourceOwner o;
+	Hog hog;
+	bool escaped;
+	char *out;
+
+	TU_TEST_BEGIN();
+	rec_reset();
+	o = ResourceOwnerCreate(NULL, "starving");
+	hold(o, 1, &kind_failing);
+	hold(o, 2, &kind_b);
+	hold(o, 3, &kind_a);
+
+	starve_top(&hog);
+	tu_capture_stderr_begin();
+	escaped = release_raises(o);
+	out = tu_capture_stderr_end();
+	feed_top(&hog);
+
+	ck_assert_msg(!escaped, "the release raised an error: %s", out);
+	ck_assert_str_eq(rec, "f:1 b:2 a:3 ");
+	ck_assert_msg(strstr(out, "WARNING:  could not release failing of resource owner \"starving\"\n") != NULL,
+				  "stderr: %s", out);
+	free(out);
+	ck_assert_int_eq(geterrcode(), 0);
+	ResourceOwnerDelete(o);
+	TU_TEST_END();
+}
+END_TEST
+
 static void
 record_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
 {
@@ -727,6 +874,55 @@ START_TEST(test_reparent)
 	ResourceOwnerReleaseAll(c, false);
 	ck_assert_str_eq(rec, "a:1 a:2 ");
 	ResourceOwnerDelete(c); /* and a with it */
+	TU_TEST_END();
+}
+END_TEST
+
+/* A ReleaseResource that moves the owner being released to top level (and records the outcome). */
+static ResourceOwner mover_target;
+static Caught mover_err;
+
+static void
+release_mover(Datum d)
+{
+	rec_add("m:%d ", DatumGetInt32(d));
+	PG_TRY();
+	{
+		ResourceOwnerNewParent(mover_target, NULL);
+	}
+	PG_CATCH();
+	{
+		catch_into(&mover_err);
+	}
+	PG_END_TRY();
+}
+
+static const ResourceOwnerDesc kind_mover = {"mover", RESOURCE_RELEASE_BEFORE_LOCKS, 1, release_mover, NULL};
+
+/*
+ * Moving an owner while it is being released would make the release of
+ * its old parent lose its place among the siblings: refused with an ERROR,
+ * and every sibling is still released.
+ */
+START_TEST(test_reparent_during_release)
+{
+	ResourceOwner p, older, newer;
+
+	TU_TEST_BEGIN();
+	rec_reset();
+	memset(&mover_err, 0, sizeof mover_err);
+	p = ResourceOwnerCreate(NULL, "P");
+	older = ResourceOwnerCreate(p, "older");
+	newer = ResourceOwnerCreate(p, "newer");
+	hold(older, 1, &kind_b);
+	hold(newer, 2, &kind_mover);
+	mover_target = newer;
+	ResourceOwnerReleaseAll(p, false);
+	ck_assert_str_eq(rec, "m:2 b:1 ");
+	ck_assert_int_eq(mover_err.code, ERRCODE_OBJECT_IN_USE);
+	ck_assert_str_eq(mover_err.message, "cannot move resource owner \"newer\" while it is being released");
+	ck_assert_ptr_eq(ResourceOwnerGetParent(newer), p);
+	ResourceOwnerDelete(p);
 	TU_TEST_END();
 }
 END_TEST
@@ -1027,8 +1223,11 @@ resowner_suite(void)
 	tcase_add_test(tc, test_delete_unreleased);
 	tcase_add_test(tc, test_release_during_release);
 	tcase_add_test(tc, test_release_error_continues);
+	tcase_add_test(tc, test_leak_warning_error_still_releases);
+	tcase_add_test(tc, test_release_failure_out_of_memory);
 	tcase_add_test(tc, test_callbacks);
 	tcase_add_test(tc, test_reparent);
+	tcase_add_test(tc, test_reparent_during_release);
 	tcase_add_test(tc, test_error_in_try);
 	tcase_add_test(tc, test_talloc_free_parent);
 	tcase_add_test(tc, test_current_owner_reset);

@@ -770,16 +770,29 @@ END_TEST
 
 /* ---- kills at the dsm injection points ---------------------------------------- */
 
-static const char *const kill_points[] = {
-	"dsm-create-before-slot",
-	"dsm-create-after-slot",
-	"dsm-attach-after-refcount",
-	"dsm-detach-before-refcount",
-	"dsm-detach-before-destroy",
-	"dsm-control-locked",
+/*
+ * Each point with the passes to let go by first.  "dsm-control-locked"
+ * with one pass skipped kills B at the second lock of its first detach:
+ * after its last reference went and the segment was destroyed, before
+ * the slot was freed.  That and "dsm-create-after-slot" leave a moribund
+ * slot whose segment does not exist, which the reclaim must still free.
+ */
+static const struct
+{
+	const char *name;
+	int skip;
+} kill_points[] = {
+	{"dsm-create-before-slot", 0},
+	{"dsm-create-after-slot", 0},
+	{"dsm-attach-after-refcount", 0},
+	{"dsm-detach-before-refcount", 0},
+	{"dsm-detach-before-destroy", 0},
+	{"dsm-control-locked", 0},
+	{"dsm-control-locked", 1},
 };
 
 static const char *kill_point;
+static int kill_skip;
 
 static void
 point_a(Datum arg)
@@ -804,7 +817,7 @@ point_b(Datum arg)
 	mine = dsm_create(4096, 0);
 	other = dsm_attach(h);
 	ck_assert_ptr_nonnull(other);
-	InjectionPointAttach(kill_point, INJECTION_KILL, 0, 0, 1);
+	InjectionPointAttach(kill_point, INJECTION_KILL, 0, kill_skip, 1);
 	dsm_detach(mine);           /* detach points fire here */
 	dsm_detach(other);
 	mine = dsm_create(4096, 0); /* create points fire here */
@@ -833,9 +846,80 @@ START_TEST(test_kill_at_dsm_points)
 	{
 		for (size_t i = 0; i < sizeof kill_points / sizeof kill_points[0]; i++)
 		{
-			kill_point = kill_points[i];
+			kill_point = kill_points[i].name;
+			kill_skip = kill_points[i].skip;
 			run_cluster(impls[_i], point_supervisor);
 		}
+	}
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * System V keys fold a handle to 16 bits, so two handles can share a key.
+ * With 3 slots (2 slot bits), the pinned segment L gets handle 4 in slot 0
+ * and key low bits 4; slot 1's generation 0x4001 gives handle 0x10005,
+ * which folds to 4 too (reached after about 16,000 creates; a collision
+ * with the control segment's key may skip a generation on the way).  Its create finds L's key taken (EEXIST) and V is
+ * killed at the lock it takes to draw a new handle: slot 1 is left
+ * moribund under handle 0x10005 with no segment of its own.  The reclaim
+ * must free that slot without removing the segment that has the key,
+ * which is L's.
+ */
+static void
+collide_victim(Datum arg)
+{
+	dsm_segment *l = dsm_create(4096, 0);
+	dsm_handle hl = dsm_segment_handle(l);
+
+	(void) arg;
+	ck_assert_uint_eq(hl, 4);
+	dsm_pin_segment(l);
+	dsm_detach(l);
+	/* Up to slot 1's handle 0x10001: its next generation gives 0x10005. */
+	for (int i = 0;; i++)
+	{
+		dsm_segment *t = dsm_create(64, 0);
+		dsm_handle h = dsm_segment_handle(t);
+
+		dsm_detach(t);
+		ck_assert_int_lt(i, 20000);
+		if (h == 0x10001u)
+			break;
+	}
+	tu_pipe_send(&ctx.to_sup, hl);
+	InjectionPointAttach("dsm-control-locked", INJECTION_KILL, 0, 1, 1);
+	(void) dsm_create(64, 0);
+	ck_abort_msg("the create did not take a second lock");
+}
+
+static void
+collide_supervisor_fn(void *arg)
+{
+	DsmkitConfig config = {ctx.dir, DSM_IMPL_SYSV, 4, 3};
+	dsm_handle hl;
+
+	(void) arg;
+	supervisor_startup(&config);
+	supervisor_spawn_backend(collide_victim, 0);
+	hl = tu_pipe_recv(&ctx.to_sup);
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	ck_assert(seg_exists(hl)); /* the pinned segment survived the reclaim */
+	ck_assert_int_eq(check_cluster(), 0);
+	dsm_unpin_segment(hl);
+	ck_assert(!seg_exists(hl));
+	ck_assert_int_eq(check_cluster(), 0);
+	proc_exit(0);
+}
+
+START_TEST(test_sysv_key_collision_reclaim)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		begin_cluster(DSM_IMPL_SYSV);
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(collide_supervisor_fn, NULL)), 0);
+		end_cluster();
 	}
 	TU_TEST_END();
 }
@@ -1071,6 +1155,109 @@ START_TEST(test_check_from_outside)
 }
 END_TEST
 
+/*
+ * A check callback that raises ERROR (or calls back into dsm) must not
+ * leave the control lock held: problems are reported after the unlock.
+ * Before that, the dsm_create() below hung on the lock this process kept.
+ */
+static void
+raising_report(const char *problem, void *arg)
+{
+	(void) arg;
+	ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR), errmsg("report refused: %s", problem));
+}
+
+static void
+check_raise_backend(Datum arg)
+{
+	void *priv = NULL;
+	void *addr = NULL;
+	size_t size = 0;
+	dsm_handle stray = 0xabc00005u; /* slot 5, a generation no slot reaches */
+	dsm_segment *s;
+
+	(void) arg;
+	/* A stray operating-system segment of the cluster: a problem to report. */
+	ck_assert(dsm_impl_op(DSM_OP_CREATE, stray, 4096, &priv, &addr, &size, ERROR));
+	EXPECT_ERROR(dsm_control_check(NULL, raising_report, NULL), ERRCODE_INTERNAL_ERROR,
+				 "has no slot");
+	s = dsm_create(4096, 0); /* the lock is free */
+	dsm_detach(s);
+	ck_assert(dsm_impl_op(DSM_OP_DESTROY, stray, 0, &priv, &addr, &size, ERROR));
+	ck_assert_int_eq(check_cluster(), 0);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+check_raise_supervisor(void)
+{
+	supervisor_spawn_backend(check_raise_backend, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_check_callback_raises)
+{
+	TU_TEST_BEGIN();
+	run_cluster(impls[_i], check_raise_supervisor);
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * supervisor_reap(true) waits for backends only: the exit status of
+ * another child of the supervisor is left for its own waitpid().  (It
+ * used to block in waitpid(-1), which reaped and logged that child.)
+ */
+static void
+other_child_fn(void *arg)
+{
+	(void) arg;
+	(void) tu_pipe_recv(&ctx.to_a);
+	_exit(7);
+}
+
+static void
+steal_backend(Datum arg)
+{
+	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), DONE);
+}
+
+static void
+steal_supervisor(void)
+{
+	siginfo_t si;
+	pid_t other;
+	int status = 0;
+
+	other = tu_fork(other_child_fn, NULL);
+	supervisor_spawn_backend(steal_backend, 0);
+	tu_pipe_send(&ctx.to_a, 1);
+	/* The other child has exited (not reaped: WNOWAIT) while the backend runs. */
+	memset(&si, 0, sizeof si);
+	ck_assert_int_eq(waitid(P_PID, (id_t) other, &si, WEXITED | WNOWAIT), 0);
+	ck_assert_int_eq(si.si_pid, other);
+	tu_pipe_send(&ctx.to_test, 1); /* the test lets the backend go */
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	ck_assert_int_eq(waitpid(other, &status, 0), other);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+}
+
+START_TEST(test_reap_leaves_other_children)
+{
+	pid_t sup;
+
+	TU_TEST_BEGIN();
+	begin_cluster(DSM_IMPL_POSIX);
+	sup = tu_fork(run_supervisor_fn, (void *) steal_supervisor);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
+	tu_pipe_send(&ctx.to_b, DONE);
+	ck_assert_int_eq(tu_wait_exit_code(sup), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
 static Suite *
 supervisor_suite(void)
 {
@@ -1082,6 +1269,8 @@ supervisor_suite(void)
 	tcase_add_test(tc, test_stale_lock_file);
 	tcase_add_loop_test(tc, test_backend_join, 0, 3);
 	tcase_add_loop_test(tc, test_check_from_outside, 0, 3);
+	tcase_add_loop_test(tc, test_check_callback_raises, 0, 3);
+	tcase_add_loop_test(tc, test_reap_leaves_other_children, 0, 5);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("crash", 120);
@@ -1094,6 +1283,7 @@ supervisor_suite(void)
 	tcase_add_loop_test(tc, test_rollback_after_kill_in_lock, 0, 3);
 	tcase_add_loop_test(tc, test_kill_mid_reclaim, 0, 3);
 	tcase_add_loop_test(tc, test_kill_at_dsm_points, 0, 3);
+	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
 	suite_add_tcase(s, tc);

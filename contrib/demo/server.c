@@ -537,13 +537,17 @@ run_request(DemoConnection *conn, const char *line, MemoryContext request_cxt, b
 	{
 		ErrorData *edata;
 
-		CurrentResourceOwner = NULL;
-		ResourceOwnerReleaseAll(owner, false);
-
-		/* The handler may have switched contexts; the copy goes in ours. */
+		/*
+		 * Take the error first: releasing the owner may itself catch and
+		 * flush an error from a failing release function, which would
+		 * drop the one we are handling.  The handler may have switched
+		 * contexts; the copy goes in ours.
+		 */
 		MemoryContextSwitchTo(request_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		CurrentResourceOwner = NULL;
+		ResourceOwnerReleaseAll(owner, false);
 		reply = psprintf("ERR %s %s", unpack_sql_state(edata->sqlerrcode), edata->message);
 	}
 	PG_END_TRY();

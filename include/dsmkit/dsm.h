@@ -104,7 +104,9 @@ DSMKIT_API void dsm_detach_all(void);
  * cluster directory, and the control segment is mapped for the duration
  * of the check (this configures the process's dsm_impl for that cluster).
  * Each problem is passed to report(problem, arg) as one sentence without
- * final period (report NULL: each is logged at WARNING).  Returns the
+ * final period (report NULL: each is logged at WARNING), after the control
+ * lock is released, so report may raise ERROR or call dsm functions; an
+ * ERROR from it propagates with nothing held.  Returns the
  * number of problems, 0 for a consistent cluster.  ERROR if there is no
  * cluster to check (no usable state file or control segment).
  */

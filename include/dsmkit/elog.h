@@ -131,7 +131,11 @@ typedef struct ErrorData
 
 DSMKIT_API ErrorData *CopyErrorData(void);
 DSMKIT_API void FreeErrorData(ErrorData *edata);
-/* Forget the error being handled; call it once a PG_CATCH block recovered. */
+/*
+ * Forget the error being handled; call it once a PG_CATCH block recovered.
+ * A report still being built under the current handler (the one a hook or
+ * context callback was called for) is kept.
+ */
 DSMKIT_API void FlushErrorState(void);
 /* Print the error being handled (inside PG_CATCH) as if it had not been caught. */
 DSMKIT_API void EmitErrorReport(void);
@@ -159,7 +163,11 @@ DSMKIT_API extern ErrorContextCallback *error_context_stack;
  * emit_log_hook: when set, called for every report that is about to be
  * printed, with the completed report, just before it goes to stderr.  A
  * report caught by PG_CATCH is not printed and does not reach the hook.
- * The hook must not raise ERROR.
+ * The hook must not raise ERROR; one that calls code which may fail can
+ * catch that with its own PG_TRY/PG_CATCH and FlushErrorState(), which
+ * then forgets only the hook's error, not the report (the same holds for
+ * error context callbacks).  An error raised while a FATAL report is
+ * built is itself FATAL.
  */
 typedef void (*emit_log_hook_type)(ErrorData *edata);
 DSMKIT_API extern emit_log_hook_type emit_log_hook;
@@ -209,7 +217,9 @@ DSMKIT_API extern jmp_buf *PG_exception_stack;
  * macros turn -Wshadow off for their own declarations.  As in PostgreSQL 13
  * and later, an optional suffix (PG_TRY(2) ... PG_END_TRY(2)) gives a block
  * variables of its own names instead; all four macros of a block must then
- * carry the same suffix.
+ * carry the same suffix.  The flag PG_FINALLY sets after the jump is
+ * volatile, so that callers built with -Wextra (-Wclobbered) get no
+ * warning from the macros.
  */
 #if defined(__clang__)
 #define DSMKIT_SHADOW_OFF_ \
@@ -232,7 +242,7 @@ DSMKIT_API extern jmp_buf *PG_exception_stack;
 		sigjmp_buf *dsmkit_outer_jmp_##__VA_ARGS__ = PG_exception_stack; \
 		ErrorContextCallback *dsmkit_outer_ctx_##__VA_ARGS__ = error_context_stack; \
 		sigjmp_buf dsmkit_here_jmp_##__VA_ARGS__; \
-		bool dsmkit_rethrow_##__VA_ARGS__ = false; \
+		volatile bool dsmkit_rethrow_##__VA_ARGS__ = false; \
 		DSMKIT_SHADOW_ON_ \
 		if (sigsetjmp(dsmkit_here_jmp_##__VA_ARGS__, 0) == 0) \
 		{ \

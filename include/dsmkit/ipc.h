@@ -9,7 +9,8 @@
  * called again and does not stop the others.
  *
  * A process that registered hooks and leaves by exit() or by returning
- * from main() still runs them (an atexit backstop).  Hooks are per
+ * from main() still runs them (an atexit backstop), and so does one whose
+ * hook calls exit() while proc_exit() runs the chains.  Hooks are per
  * process: a child made by fork() must call on_exit_reset() (the
  * supervisor's spawn does), and as a backstop a child never runs the hooks
  * its parent registered.

@@ -2,15 +2,17 @@
  * dsmkit/memutils.h: creating, resetting and inspecting memory contexts.
  *
  * Contexts form a tree (a talloc hierarchy).  TopMemoryContext is the root
- * and lives as long as the process; ErrorContext holds what error
- * reporting needs, with memory reserved up front so that an out-of-memory
- * error can still be reported.  Both exist once MemoryContextInit() has
+ * and lives as long as the process; ErrorContext keeps 8 kB reserved up
+ * front, as in PostgreSQL (error reporting itself builds its reports in
+ * static buffers and needs no context memory).  Both exist once MemoryContextInit() has
  * run, which happens on first use of palloc(), AllocSetContextCreate(),
  * ereport() or the supervisor/backend start functions.
  *
  * Deleting a context frees all its chunks and all its child contexts,
  * after running the reset callbacks (LIFO, children before parents).
- * Resetting a context does the same but keeps the context itself.
+ * Resetting a context does the same but keeps the context itself.  A
+ * reset callback must not delete the context being reset or deleted:
+ * MemoryContextDelete() raises ERROR then.
  */
 #ifndef DSMKIT_MEMUTILS_H
 #define DSMKIT_MEMUTILS_H

@@ -149,7 +149,8 @@ DSMKIT_API const char *ResourceOwnerGetName(ResourceOwner owner);
  * Move owner below newparent (NULL: make it top-level).  Its talloc parent
  * follows (TopMemoryContext for top level), except for an owner created
  * with ResourceOwnerCreateInContext(), which stays in its context.  ERROR if
- * newparent is owner or one of its descendants.
+ * newparent is owner or one of its descendants, or while a release of
+ * owner is running.
  */
 DSMKIT_API void ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newparent);
 

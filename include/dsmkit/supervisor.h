@@ -51,7 +51,9 @@ DSMKIT_API pid_t supervisor_spawn_backend(void (*backend_main)(Datum arg), Datum
 
 /*
  * Collect backends that exited.  With wait true, block until one exits,
- * unless none runs.  Returns how many backends still run.
+ * unless none runs.  Only backends are waited for: the exit status of any
+ * other child of the process is left for its own waitpid().  Returns how
+ * many backends still run.
  */
 DSMKIT_API int supervisor_reap(bool wait);
 
