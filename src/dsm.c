@@ -872,6 +872,15 @@ dsm_backend_set_running(int index)
 	dsm_control_unlock();
 }
 
+/* Does backend slot b belong to expect_pid (0: anyone) started at expect_start (0: any time)?  Call under the lock. */
+static bool
+dsm_backend_slot_is(const dsm_control_backend *b, pid_t expect_pid, uint64_t expect_start)
+{
+	if (expect_pid == 0)
+		return true;
+	return b->pid == (int32_t) expect_pid && (expect_start == 0 || b->start_time == expect_start);
+}
+
 /*
  * Reclaim everything a backend that is gone left in the control segment:
  * each reference it held is dropped (one commit per slot, so the undo log
@@ -880,12 +889,14 @@ dsm_backend_set_running(int index)
  * and finally its backend slot is freed.  Called by the supervisor after
  * the process is known dead (waitpid, or a failed liveness check).  With
  * expect_pid nonzero, each step first checks under the lock that the slot
- * still belongs to that pid, so a slot that changed hands is left alone.
- * Other backends go on meanwhile.  Returns the number of references dropped.
- * Never raises.
+ * still belongs to that pid (and, with expect_start nonzero, to the
+ * process that started at that time: the pid may have been reused by a
+ * process that joined into the same slot), so a slot that changed hands
+ * is left alone.  Other backends go on meanwhile.  Returns the number of
+ * references dropped.  Never raises.
  */
 int
-dsm_backend_reclaim(int index, pid_t expect_pid)
+dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 {
 	dsm_control_item *items;
 	uint32_t maxitems;
@@ -905,7 +916,7 @@ dsm_backend_reclaim(int index, pid_t expect_pid)
 			continue;
 		if (!dsm_control_lock(WARNING))
 			return dropped;
-		if (expect_pid != 0 && dsm_control_backends(dsm_control)[index].pid != (int32_t) expect_pid)
+		if (!dsm_backend_slot_is(&dsm_control_backends(dsm_control)[index], expect_pid, expect_start))
 		{
 			/* The slot changed hands meanwhile: not the backend we were asked about. */
 			dsm_control_unlock();
@@ -943,7 +954,7 @@ dsm_backend_reclaim(int index, pid_t expect_pid)
 		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
 
 		dsm_ctl_begin(DSM_INTENT_BACKEND);
-		if (b->nrefs == 0 && (expect_pid == 0 || b->pid == (int32_t) expect_pid))
+		if (b->nrefs == 0 && dsm_backend_slot_is(b, expect_pid, expect_start))
 		{
 			CTL_SET32(b->state, DSM_BACKEND_FREE);
 			CTL_SET32(b->pid, 0);

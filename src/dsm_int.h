@@ -1,5 +1,5 @@
 /*
- * dsm_int.h: PRIVATE to libdsmkit; shared by dsm.c and supervisor.c only.
+ * dsm_int.h: PRIVATE to libdsmkit; shared by dsm.c, supervisor.c and inspect.c only.
  *
  * The layout of the dynamic shared memory control segment, the protocol
  * that keeps it repairable when a lock holder dies, and the process-local
@@ -195,13 +195,14 @@ dsm_control_backend *dsm_control_backends(dsm_control_header *control);
  * is the spawned child's half.  dsm_backend_reclaim() drops every
  * reference a (dead) backend holds, finishes segments it was creating or
  * destroying, destroys segments left with no reference, and frees the
- * slot, if it still belongs to expect_pid (0: whoever); returns the
- * number of references dropped.  Never raise.
+ * slot, if it still belongs to expect_pid (0: whoever) with start time
+ * expect_start (0: not compared), both checked under the lock; returns
+ * the number of references dropped.  Never raise.
  */
 int dsm_backend_reserve(bool joined);
 void dsm_backend_set_pid(int index, pid_t pid);
 void dsm_backend_set_running(int index);
-int dsm_backend_reclaim(int index, pid_t expect_pid);
+int dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start);
 
 /* This process becomes backend index (after fork or join): local tables, exit hook. */
 void dsm_backend_attach_local(int index, bool joined);
@@ -230,5 +231,63 @@ typedef struct dsm_state_info
 } dsm_state_info;
 
 bool dsm_read_state_file(const char *directory, dsm_state_info *info);
+
+/*
+ * The lock file "<directory>/dsmkit.pid" (supervisor.c; the protocol is
+ * described at the top of that file).  Process-local: who holds it, as
+ * far as a refused caller could tell.
+ */
+typedef struct dsm_lock_holder
+{
+	pid_t pid;         /* refused: the pid the lock file names, 0 if it is garbage */
+	bool alive;        /* refused: that process runs (with the recorded start time) */
+	int stale_removed; /* stale lock files removed on the way (normally 0 or 1) */
+	pid_t stale_pid;   /* the pid the last of them named, 0 for garbage */
+} dsm_lock_holder;
+
+/*
+ * Make this process the owner of directory's lock file.  Returns a
+ * close-on-exec descriptor holding an exclusive flock on the lock file,
+ * which now names this process (pid and start time); the caller keeps it
+ * open while it owns the directory and gives it back with
+ * dsm_lock_file_release().  Returns -1, having changed nothing, if
+ * another process owns the directory (*holder says which pid the lock
+ * file names and whether it runs; a locked file naming a dead process is
+ * waited for up to about a second first).  A stale lock file (not locked,
+ * naming a dead process, a reused pid or garbage) is removed while this
+ * process holds its flock; *holder counts it for the caller to report
+ * once it has stored the descriptor (no callback runs inside, so nothing
+ * can raise while the temporary file exists).  ERROR for a failed system
+ * call, with nothing left behind.  Fork: a child shares the lock through
+ * the descriptor and must close() it, never flock(LOCK_UN) it.
+ */
+int dsm_lock_file_acquire(const char *directory, dsm_lock_holder *holder);
+/* Give the lock file back: unlink lock_path, then close fd (-1: none).  A failed unlink is reported at elevel.  Never raises. */
+void dsm_lock_file_release(const char *lock_path, int fd, int elevel);
+
+/*
+ * Told that dsm_sweep_cluster_names() removed an object: what is
+ * "leftover shared memory segment", "leftover segment file" or "leftover
+ * temporary file"; name is the POSIX name or the file's path.
+ */
+typedef void (*dsm_sweep_callback)(const char *what, const char *name, void *arg);
+
+/*
+ * The name sweep of a dead cluster: remove the POSIX objects
+ * "dsmkit.<cluster>.*" of /dev/shm, the mmap segment files
+ * "dsmkit.<x>.<y>" in directory (whatever cluster id they carry: the
+ * directory may have been moved), and the temporary state and lock files
+ * ("dsmkit.state.tmp.<pid>", "dsmkit.pid.tmp.<pid>") whose writer is
+ * gone.  Only for a caller that holds the directory's lock file and knows
+ * that no live process uses those objects (supervisor start-up and
+ * dsm_cluster_cleanup()).  Each removal is passed to removed(what, name,
+ * arg), or with removed NULL logged at LOG ("removed <what> \"<name>\"");
+ * a failure other than ENOENT is reported at fail_elevel (below ERROR)
+ * and the sweep goes on.  System V segments are not found this way.
+ * Returns the number of objects removed.  Never raises, except what
+ * removed raises (the directory stream is closed first).
+ */
+int dsm_sweep_cluster_names(const char *directory, uint32_t cluster, dsm_sweep_callback removed,
+							void *arg, int fail_elevel);
 
 #endif /* DSMKIT_DSM_INT_H */

@@ -5,11 +5,13 @@
  * Both work from a process that need not belong to the cluster.  They
  * reuse the library's own readers: dsm_read_state_file() for the state
  * file, dsm_control_segment_sane() and the layout accessors of dsm_int.h
- * for the control segment, dsm_process_alive() for liveness, and
- * dsm_impl_op() to map and destroy segments.  For the duration of a call
- * the process's dsm_impl configuration is switched to the inspected
- * cluster and then put back exactly as it was (dsm_impl_cfg is a plain
- * struct, so a copy restores it).
+ * for the control segment, dsm_process_alive() for liveness,
+ * dsm_impl_op() to map and destroy segments, and, for the cleanup, the
+ * supervisor's lock protocol (dsm_lock_file_acquire(), described in
+ * supervisor.c) and name sweep (dsm_sweep_cluster_names()).  For the
+ * duration of a call the process's dsm_impl configuration is switched to
+ * the inspected cluster and then put back exactly as it was (dsm_impl_cfg
+ * is a plain struct, so a copy restores it).
  *
  * Inspection never writes to the cluster: the control segment is copied
  * without its lock (taking the lock could repair a dead holder's update,
@@ -22,7 +24,6 @@
 #include "dsm_int.h"
 #include "dsm_impl_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -30,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -617,73 +617,39 @@ cleanup_unlink(cleanup_state *cs, const char *path, const char *what)
 }
 
 /*
- * Take the directory's lock file for this process, as a supervisor would,
- * so that none starts while we clean up: write our pid and start time to
- * a private file and link(2) it into place.  A lock file naming a dead
- * process is removed (and reported); one naming a live process raises
- * ERROR (ERRCODE_OBJECT_IN_USE) with nothing changed.
+ * Take the directory's lock file for this process, exactly as a
+ * supervisor does (dsm_lock_file_acquire(): the flock protocol described
+ * in supervisor.c), so that none starts while we clean up.  The
+ * descriptor that holds the lock is stored in *lock_fd before anything
+ * is reported, so that the caller releases it even if the report
+ * callback raises.  A stale lock file is removed and reported; a live
+ * owner raises ERROR (ERRCODE_OBJECT_IN_USE) with nothing changed.
  */
 static void
-cleanup_take_lock(cleanup_state *cs, const cluster_files *cf)
+cleanup_take_lock(cleanup_state *cs, const cluster_files *cf, volatile int *lock_fd)
 {
-	char *tmp = psprintf("%s/%s.tmp.%d", cf->directory, LOCK_FILE_NAME, (int) getpid());
-	char *content = psprintf("%d\n%llu\n", (int) getpid(),
-							 (unsigned long long) dsm_process_start_time(getpid()));
-	size_t len = strlen(content);
-	int fd;
-	bool written;
+	dsm_lock_holder holder;
+	int fd = dsm_lock_file_acquire(cf->directory, &holder);
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		ereport(ERROR, errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp));
-	written = write(fd, content, len) == (ssize_t) len;
-	close(fd);
-	if (!written)
+	if (fd >= 0)
 	{
-		unlink(tmp);
-		ereport(ERROR, errcode(ERRCODE_IO_ERROR), errmsg("could not write file \"%s\"", tmp));
-	}
-	for (int attempt = 0;; attempt++)
-	{
-		pid_t pid;
-		uint64_t start;
-
-		if (link(tmp, cf->lock_path) == 0)
-			break;
-		if (errno != EEXIST || attempt >= 100)
-		{
-			int save = errno;
-
-			unlink(tmp);
-			errno = save;
-			ereport(ERROR, errcode_for_file_access(),
-					errmsg("could not create lock file \"%s\": %m", cf->lock_path));
-		}
-		read_lock_file(cf->lock_path, &pid, &start);
-		if (pid > 0 && pid != getpid() && dsm_process_alive(pid, start))
-		{
-			unlink(tmp);
-			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
-					errmsg("supervisor %d is running in \"%s\"", (int) pid, cf->directory),
-					errdetail("The lock file \"%s\" names it.", cf->lock_path),
-					errhint("Stop the supervisor: it removes everything when it exits."));
-		}
-		if (unlink(cf->lock_path) == 0)
+		*lock_fd = fd;
+		if (holder.stale_removed > 0)
 			cleanup_removed(cs, "removed stale lock file \"%s\" (process %d is gone)", cf->lock_path,
-							(int) pid);
-		else if (errno != ENOENT)
-		{
-			int save = errno;
-
-			unlink(tmp);
-			errno = save;
-			ereport(ERROR, errcode_for_file_access(),
-					errmsg("could not remove stale lock file \"%s\": %m", cf->lock_path));
-		}
+							(int) holder.stale_pid);
+		return;
 	}
-	unlink(tmp);
-	pfree(tmp);
-	pfree(content);
+	if (holder.alive)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("supervisor %d is running in \"%s\"", (int) holder.pid, cf->directory),
+				errdetail("The lock file \"%s\" names it.", cf->lock_path),
+				errhint("Stop the supervisor: it removes everything when it exits."));
+	ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+			errmsg("lock file \"%s\" is held by another process", cf->lock_path),
+			errdetail("It names process %d, which is gone: a supervisor or another cleanup is taking "
+					  "the directory over, or a process forked by the dead supervisor still runs.",
+					  (int) holder.pid),
+			errhint("Try again; if it persists, stop the processes of the old cluster."));
 }
 
 /*
@@ -714,66 +680,11 @@ cleanup_listed_segments(cleanup_state *cs, dsm_control_header *copy)
 	}
 }
 
-/*
- * Remove the POSIX objects "dsmkit.<cluster>.*" and the mmap files
- * "dsmkit.*.*" in the directory (a file of that shape there can only be
- * this cluster's, whatever id it carries: the directory may have moved),
- * and the temporary state and lock files of dead writers.  Never raises.
- */
+/* dsm_sweep_cluster_names()'s report of an object it removed: counted and reported. */
 static void
-cleanup_sweep_names(cleanup_state *cs, const char *directory, uint32_t cluster)
+cleanup_swept(const char *what, const char *name, void *arg)
 {
-	char prefix[32];
-	DIR *d;
-	struct dirent *de;
-
-	snprintf(prefix, sizeof prefix, "dsmkit.%08x.", cluster);
-	if ((d = opendir("/dev/shm")) != NULL)
-	{
-		while ((de = readdir(d)) != NULL)
-		{
-			char name[300];
-
-			if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
-				continue;
-			snprintf(name, sizeof name, "/%s", de->d_name);
-			if (shm_unlink(name) == 0)
-				cleanup_removed(cs, "removed leftover shared memory segment \"%s\"", name);
-			else if (errno != ENOENT)
-				ereport(WARNING, errcode_for_file_access(),
-						errmsg("could not remove shared memory segment \"%s\": %m", name));
-		}
-		closedir(d);
-	}
-	if ((d = opendir(directory)) != NULL)
-	{
-		while ((de = readdir(d)) != NULL)
-		{
-			char path[4400];
-			unsigned int a;
-			unsigned int b;
-			int consumed = -1;
-
-			int pid = 0;
-
-			snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
-			/* Temporary state and lock files of a supervisor killed while writing them. */
-			if ((sscanf(de->d_name, STATE_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1 ||
-				 sscanf(de->d_name, LOCK_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1) &&
-				consumed > 0 && de->d_name[consumed] == '\0')
-			{
-				if (pid != (int) getpid() && !dsm_process_alive(pid, 0))
-					cleanup_unlink(cs, path, "leftover temporary file");
-				continue;
-			}
-			consumed = -1;
-			if (sscanf(de->d_name, "dsmkit.%8x.%8x%n", &a, &b, &consumed) != 2 || consumed < 0 ||
-				de->d_name[consumed] != '\0')
-				continue;
-			cleanup_unlink(cs, path, "leftover segment file");
-		}
-		closedir(d);
-	}
+	cleanup_removed((cleanup_state *) arg, "removed %s \"%s\"", what, name);
 }
 
 /*
@@ -842,7 +753,7 @@ dsm_cluster_cleanup(const char *directory, int flags, void (*report)(const char 
 	MemoryContext cxt;
 	MemoryContext oldcxt;
 	dsm_impl_config *saved;
-	volatile bool have_lock = false;
+	volatile int lock_fd = -1;
 	cluster_files *volatile cfp = NULL;
 
 	MemoryContextInit();
@@ -879,8 +790,7 @@ dsm_cluster_cleanup(const char *directory, int flags, void (*report)(const char 
 		else
 			cluster = dsm_impl_cluster_id_of(directory);
 
-		cleanup_take_lock(&cs, cf);
-		have_lock = true;
+		cleanup_take_lock(&cs, cf, &lock_fd);
 		if (copy != NULL)
 		{
 			cleanup_listed_segments(&cs, copy);
@@ -897,16 +807,15 @@ dsm_cluster_cleanup(const char *directory, int flags, void (*report)(const char 
 			if (dsm_impl_op(DSM_OP_DESTROY, cf->info.control_handle, 0, &priv, &addr, &size, DEBUG1))
 				cleanup_removed(&cs, "removed control segment \"%s\"", name);
 		}
-		cleanup_sweep_names(&cs, directory, cluster);
+		(void) dsm_sweep_cluster_names(directory, cluster, cleanup_swept, &cs, WARNING);
 		cleanup_unlink(&cs, cf->state_path, cf->state_valid ? "state file" : "garbage state file");
 	}
 	PG_FINALLY();
 	{
 		dsm_impl_cfg = *saved;
 		/* Our own lock file: removing it is no cleanup to report (a stale one was reported). */
-		if (have_lock && unlink(cfp->lock_path) != 0 && errno != ENOENT)
-			ereport(WARNING, errcode_for_file_access(),
-					errmsg("could not remove lock file \"%s\": %m", cfp->lock_path));
+		if (lock_fd >= 0)
+			dsm_lock_file_release(cfp->lock_path, lock_fd, WARNING);
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(cxt);
 	}

@@ -11,11 +11,51 @@
  *                 the supervisor (pid and start time), written atomically
  *                 (temporary name, fsync, rename, fsync of the directory).
  *
+ * The lock protocol (dsm_lock_file_acquire(), used by supervisor_startup()
+ * and by dsm_cluster_cleanup() in inspect.c).  Who owns the directory is
+ * decided by an exclusive flock(2) on the inode that bears the name
+ * "dsmkit.pid", not by the file's contents alone:
+ *
+ *   1. The would-be owner writes "<pid>\n<start>\n" to its private
+ *      "dsmkit.pid.tmp.<pid>", flocks that file (nobody else knows it, so
+ *      this cannot block) and link(2)s it to "dsmkit.pid".  If the link
+ *      succeeds, the lock file is locked from the instant it exists, and
+ *      the owner keeps the descriptor, and with it the flock, open for its
+ *      whole life.
+ *   2. If the name exists (EEXIST), it opens that file and tries
+ *      flock(LOCK_EX | LOCK_NB).  If that fails, someone owns the
+ *      directory (or is taking it over): refused, nothing changed.
+ *   3. If it gets the flock, it checks that the descriptor's inode is still
+ *      the one named "dsmkit.pid" (it may have been replaced meanwhile;
+ *      then it starts again), and reads the contents.  A lock file naming
+ *      a live process is respected even without a flock (a supervisor of
+ *      an older dsmkit).  Otherwise the file is stale: it is unlinked
+ *      while the flock on it is held, and the owner goes back to step 1.
+ *      Two processes can therefore never both remove a lock file, and a
+ *      lock file that another process has just linked into place (and
+ *      flocked, step 1) can never be taken for stale.
+ *   4. The owner releases the directory by unlinking "dsmkit.pid" first
+ *      and closing the descriptor second, so whoever flocks the old inode
+ *      afterwards sees in step 3 that it is no longer the lock file.
+ *
+ * A flock belongs to the open file description, which fork() shares:
+ * a spawned backend closes its copy of the descriptor first thing after
+ * the fork (closing a copy does not release the lock, which goes only
+ * with the last descriptor; flock(LOCK_UN) in the child would release the
+ * parent's lock, so it is never used).  A process the supervisor forks by
+ * other means keeps the lock alive until it exits or execs (the
+ * descriptor is close-on-exec); while the lock file names a dead process
+ * but stays locked, a new supervisor waits about a second and is then
+ * refused with a detail saying so.
+ *
  * Start-up order, chosen so that a kill at any point leaves only what the
  * next start-up removes: lock file; crash cleanup (through the old state
  * file and control segment, then a sweep of the cluster's POSIX and mmap
  * names); state file naming the new control handle; the control segment.
- * Shutdown runs in the reverse order and removes the lock file last.
+ * Crash cleanup first waits a little for the old supervisor's backends to
+ * die (they are normally being killed with it) and refuses to start while
+ * any of them still runs, since it would destroy segments they map.
+ * Shutdown runs in the reverse order and releases the lock file last.
  */
 #define _GNU_SOURCE
 #include "dsm_int.h"
@@ -29,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -60,6 +101,7 @@ static char *supervisor_state_path = NULL; /* TopMemoryContext: "<dir>/dsmkit.st
 static pid_t *supervisor_children = NULL;  /* TopMemoryContext: pid by backend index, 0 if none */
 static uint32_t supervisor_nslots = 0;     /* entries in supervisor_children */
 static int supervisor_nchildren = 0;       /* spawned backends not yet reaped */
+static int supervisor_lock_fd = -1;        /* holds the flock on the lock file; -1 if none */
 
 DsmkitRole
 dsmkit_role(void)
@@ -283,29 +325,89 @@ write_state_file(const char *directory, const dsm_state_info *info)
  * ---------------------------------------------------------------------
  */
 
-/*
- * Take the cluster directory's lock file.  The content is written to a
- * private temporary file first and then link(2)ed to "dsmkit.pid", which
- * fails with EEXIST atomically, so the lock file is never seen half
- * written.  An existing lock file naming a live process (pid and start
- * time) means another supervisor: ERROR.  One naming a dead process, or a
- * reused pid, or garbage, is stale: it is removed and we try again.
- * ERROR on failure, with nothing left behind.
- */
-static void
-take_lock_file(const char *directory)
+/* flock(fd, LOCK_EX | LOCK_NB), retrying EINTR; 0 or the errno. */
+static int
+flock_exclusive_nowait(int fd)
 {
+	int r;
+
+	do
+		r = flock(fd, LOCK_EX | LOCK_NB);
+	while (r != 0 && errno == EINTR);
+	return r == 0 ? 0 : errno;
+}
+
+/* Parse lock file contents "<pid>\n<start>\n"; false (pid 0) for garbage. */
+static bool
+parse_lock_contents(const char *buf, pid_t *pid, uint64_t *start)
+{
+	int p = 0;
+	unsigned long long s = 0;
+
+	*pid = 0;
+	*start = 0;
+	if (sscanf(buf, "%d\n%llu", &p, &s) != 2 || p <= 0)
+		return false;
+	*pid = p;
+	*start = s;
+	return true;
+}
+
+/* Read the open lock file fd from its start into buf (NUL-terminated; empty on failure). */
+static void
+read_lock_fd(int fd, char *buf, size_t bufsize)
+{
+	ssize_t n;
+
+	do
+		n = pread(fd, buf, bufsize - 1, 0);
+	while (n < 0 && errno == EINTR);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+/* Sleep ms milliseconds (EINTR shortens it, which the callers tolerate). */
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000 * 1000};
+
+	(void) nanosleep(&ts, NULL);
+}
+
+/*
+ * Take the lock file of directory for this process, following the
+ * protocol described at the top of this file (see dsm_int.h for the
+ * contract).  The temporary file is removed on every path.
+ */
+int
+dsm_lock_file_acquire(const char *directory, dsm_lock_holder *holder)
+{
+	char path[4096];
 	char tmp[4096];
 	char buf[128];
 	int len;
 	int fd;
+	int e;
+	int locked_waits = 0;
 
+	holder->pid = 0;
+	holder->alive = false;
+	holder->stale_removed = 0;
+	holder->stale_pid = 0;
+	snprintf(path, sizeof path, "%s/%s", directory, LOCK_FILE_NAME);
 	snprintf(tmp, sizeof tmp, "%s/%s.tmp.%d", directory, LOCK_FILE_NAME, (int) getpid());
 	len = snprintf(buf, sizeof buf, "%d\n%llu\n", (int) getpid(),
 				   (unsigned long long) dsm_process_start_time(getpid()));
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		ereport(ERROR, errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp));
+	if ((e = flock_exclusive_nowait(fd)) != 0)
+	{
+		close(fd);
+		unlink(tmp);
+		errno = e;
+		ereport(ERROR, errcode_for_file_access(), errmsg("could not lock file \"%s\": %m", tmp));
+	}
 	if (!write_all(fd, buf, (size_t) len) || fsync(fd) != 0)
 	{
 		int save = errno;
@@ -315,53 +417,152 @@ take_lock_file(const char *directory)
 		errno = save;
 		ereport(ERROR, errcode_for_file_access(), errmsg("could not write file \"%s\": %m", tmp));
 	}
-	close(fd);
 
 	for (int attempt = 0;; attempt++)
 	{
 		char old[128];
-		int oldpid = 0;
-		unsigned long long oldstart = 0;
-		ssize_t n;
+		pid_t oldpid;
+		uint64_t oldstart;
+		struct stat fst;
+		struct stat pst;
+		int ofd = -1;
+		bool alive;
 
-		if (link(tmp, supervisor_lock_path) == 0)
+		if (link(tmp, path) == 0)
 			break;
-		if (errno != EEXIST || attempt >= 100)
+		e = errno;
+		if (e == EEXIST && attempt < 100)
 		{
-			int save = errno;
-
-			unlink(tmp);
-			errno = save;
-			ereport(ERROR, errcode_for_file_access(),
-					errmsg("could not create lock file \"%s\": %m", supervisor_lock_path));
+			ofd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			if (ofd < 0 && errno == ENOENT)
+				continue; /* released or removed meanwhile: link again */
+			e = ofd < 0 ? errno : 0;
 		}
-		n = read_small_file(supervisor_lock_path, old, sizeof old);
-		if (n < 0 && errno == ENOENT)
+		if (e != 0)
+		{
+			close(fd);
+			unlink(tmp);
+			errno = e;
+			ereport(ERROR, errcode_for_file_access(),
+					errmsg("could not create lock file \"%s\": %m", path));
+		}
+		e = flock_exclusive_nowait(ofd);
+		read_lock_fd(ofd, old, sizeof old);
+		(void) parse_lock_contents(old, &oldpid, &oldstart);
+		alive = dsm_process_alive(oldpid, oldstart);
+		if (e == EWOULDBLOCK)
+		{
+			close(ofd);
+			/*
+			 * Locked.  If it names a live process, that is its owner.  If
+			 * it names a dead one, someone is taking a stale lock file over
+			 * right now (its own file replaces this one in a moment), or a
+			 * process forked by the dead owner still holds the lock: wait
+			 * up to about a second to learn which.
+			 */
+			if (!alive && locked_waits++ < 200)
+			{
+				sleep_ms(5);
+				attempt--;
+				continue;
+			}
+			holder->pid = oldpid;
+			holder->alive = alive;
+			close(fd);
+			unlink(tmp);
+			return -1;
+		}
+		if (e != 0)
+		{
+			close(ofd);
+			close(fd);
+			unlink(tmp);
+			errno = e;
+			ereport(ERROR, errcode_for_file_access(), errmsg("could not lock file \"%s\": %m", path));
+		}
+		/* We hold the flock of that inode; is it still the lock file? */
+		if (fstat(ofd, &fst) != 0 || stat(path, &pst) != 0 || fst.st_ino != pst.st_ino ||
+			fst.st_dev != pst.st_dev)
+		{
+			close(ofd);
 			continue;
-		if (n > 0 && sscanf(old, "%d\n%llu", &oldpid, &oldstart) == 2 && oldpid > 0 &&
-			oldpid != (int) getpid() && dsm_process_alive(oldpid, oldstart))
-		{
-			unlink(tmp);
-			ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
-					errmsg("supervisor already running in \"%s\"", directory),
-					errdetail("The lock file \"%s\" names process %d, which is running.",
-							  supervisor_lock_path, oldpid),
-					errhint("Stop that supervisor first, or use another directory."));
 		}
-		ereport(LOG, errmsg("removing stale lock file \"%s\"", supervisor_lock_path),
-				errdetail("The process it names (%d) is gone.", oldpid));
-		if (unlink(supervisor_lock_path) != 0 && errno != ENOENT)
+		if (alive && oldpid != getpid())
+		{
+			/* A live owner that holds no flock: a supervisor of an older dsmkit.  Respect it. */
+			close(ofd);
+			holder->pid = oldpid;
+			holder->alive = true;
+			close(fd);
+			unlink(tmp);
+			return -1;
+		}
+		/* Stale: remove it while its flock is ours, so nobody else can remove it too. */
+		if (unlink(path) != 0 && errno != ENOENT)
 		{
 			int save = errno;
 
+			close(ofd);
+			close(fd);
 			unlink(tmp);
 			errno = save;
 			ereport(ERROR, errcode_for_file_access(),
-					errmsg("could not remove stale lock file \"%s\": %m", supervisor_lock_path));
+					errmsg("could not remove stale lock file \"%s\": %m", path));
 		}
+		close(ofd);
+		holder->stale_removed++;
+		holder->stale_pid = oldpid;
 	}
 	unlink(tmp);
 	fsync_directory(directory);
+	return fd;
+}
+
+/* Give the lock file back (see dsm_int.h): unlink first, close second.  Never raises. */
+void
+dsm_lock_file_release(const char *lock_path, int fd, int elevel)
+{
+	if (unlink(lock_path) != 0 && errno != ENOENT)
+		ereport(elevel, errcode_for_file_access(),
+				errmsg("could not remove lock file \"%s\": %m", lock_path));
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * Take the cluster directory's lock file for the supervisor starting in
+ * this process (dsm_lock_file_acquire()) and keep its descriptor in
+ * supervisor_lock_fd.  ERROR (ERRCODE_OBJECT_IN_USE) if another process
+ * owns the directory; ERROR for a failed system call.  Nothing is left
+ * behind on ERROR.
+ */
+static void
+take_lock_file(const char *directory)
+{
+	dsm_lock_holder holder;
+	int fd = dsm_lock_file_acquire(directory, &holder);
+
+	if (fd >= 0)
+	{
+		supervisor_lock_fd = fd;
+		if (holder.stale_removed > 0)
+			ereport(LOG, errmsg("removed stale lock file \"%s\"", supervisor_lock_path),
+					errdetail("The process it names (%d) is gone.", (int) holder.stale_pid));
+		return;
+	}
+	if (holder.alive)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("supervisor already running in \"%s\"", directory),
+				errdetail("The lock file \"%s\" names process %d, which is running.",
+						  supervisor_lock_path, (int) holder.pid),
+				errhint("Stop that supervisor first, or use another directory."));
+	ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+			errmsg("supervisor already running in \"%s\"", directory),
+			errdetail("Another process holds the lock on \"%s\", which names process %d, now gone: "
+					  "a supervisor or a cleanup is taking the directory over, or a process forked "
+					  "by the dead supervisor still runs.",
+					  supervisor_lock_path, (int) holder.pid),
+			errhint("Try again; if it persists, stop the processes of the old cluster."));
 }
 
 /* ---------------------------------------------------------------------
@@ -369,64 +570,218 @@ take_lock_file(const char *directory)
  * ---------------------------------------------------------------------
  */
 
-/*
- * Remove every POSIX object and mmap file named for this cluster
- * ("dsmkit.<cluster>.*").  No live process uses them: we hold the lock
- * file, so the supervisor that made them is dead.  Failures are logged.
- */
+/* Report one object removed by the sweep: to the callback, or at LOG. */
 static void
-sweep_cluster_names(const char *directory, uint32_t cluster)
+sweep_removed(dsm_sweep_callback removed, void *arg, const char *what, const char *name)
+{
+	if (removed != NULL)
+		removed(what, name, arg);
+	else
+		ereport(LOG, errmsg("removed %s \"%s\"", what, name));
+}
+
+/*
+ * The name sweep of a dead cluster (see dsm_int.h for the contract): the
+ * POSIX objects "dsmkit.<cluster>.*", the mmap files "dsmkit.<x>.<y>" in
+ * the directory (any cluster id: a file of that shape there can only be
+ * this cluster's, even if the directory was moved since), and the
+ * temporary state and lock files of writers that are gone.
+ */
+int
+dsm_sweep_cluster_names(const char *directory, uint32_t cluster, dsm_sweep_callback removed,
+						void *arg, int fail_elevel)
 {
 	char prefix[32];
-	DIR *d;
-	struct dirent *de;
+	DIR *volatile d = NULL;
+	volatile int count = 0;
 
 	snprintf(prefix, sizeof prefix, "dsmkit.%08x.", cluster);
-	if ((d = opendir("/dev/shm")) != NULL)
+	/* Only the callback can raise; the directory stream is closed on the way out all the same. */
+	PG_TRY();
 	{
-		while ((de = readdir(d)) != NULL)
-		{
-			char name[300];
+		struct dirent *de;
 
-			if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
-				continue;
-			snprintf(name, sizeof name, "/%s", de->d_name);
-			ereport(LOG, errmsg("removing leftover shared memory segment \"%s\"", name));
-			if (shm_unlink(name) != 0 && errno != ENOENT)
-				ereport(LOG, errcode_for_file_access(),
-						errmsg("could not remove shared memory segment \"%s\": %m", name));
+		if ((d = opendir("/dev/shm")) != NULL)
+		{
+			while ((de = readdir(d)) != NULL)
+			{
+				char name[300];
+
+				if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+					continue;
+				snprintf(name, sizeof name, "/%s", de->d_name);
+				if (shm_unlink(name) == 0)
+				{
+					count++;
+					sweep_removed(removed, arg, "leftover shared memory segment", name);
+				}
+				else if (errno != ENOENT)
+					ereport(fail_elevel, errcode_for_file_access(),
+							errmsg("could not remove leftover shared memory segment \"%s\": %m", name));
+			}
+			closedir(d);
+			d = NULL;
 		}
-		closedir(d);
+		if ((d = opendir(directory)) != NULL)
+		{
+			while ((de = readdir(d)) != NULL)
+			{
+				char path[4400];
+				const char *what;
+				unsigned int a;
+				unsigned int b;
+				int pid = 0;
+				int consumed = -1;
+
+				if ((sscanf(de->d_name, STATE_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1 ||
+					 sscanf(de->d_name, LOCK_FILE_NAME ".tmp.%d%n", &pid, &consumed) == 1) &&
+					consumed > 0 && de->d_name[consumed] == '\0')
+				{
+					/* A temporary state or lock file: only its writer's death makes it garbage. */
+					if (pid == (int) getpid() || dsm_process_alive(pid, 0))
+						continue;
+					what = "leftover temporary file";
+				}
+				else
+				{
+					consumed = -1;
+					if (sscanf(de->d_name, "dsmkit.%8x.%8x%n", &a, &b, &consumed) != 2 ||
+						consumed < 0 || de->d_name[consumed] != '\0')
+						continue;
+					what = "leftover segment file";
+				}
+				snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
+				if (unlink(path) == 0)
+				{
+					count++;
+					sweep_removed(removed, arg, what, path);
+				}
+				else if (errno != ENOENT)
+					ereport(fail_elevel, errcode_for_file_access(),
+							errmsg("could not remove %s \"%s\": %m", what, path));
+			}
+			closedir(d);
+			d = NULL;
+		}
 	}
-	if ((d = opendir(directory)) != NULL)
+	PG_FINALLY();
 	{
-		while ((de = readdir(d)) != NULL)
-		{
-			char path[4400];
-			unsigned int a;
-			unsigned int b;
-			int consumed = -1;
+		if (d != NULL)
+			closedir(d);
+	}
+	PG_END_TRY();
+	return count;
+}
 
-			/* Any cluster id: an mmap file in our directory can only be ours. */
-			if (sscanf(de->d_name, "dsmkit.%8x.%8x%n", &a, &b, &consumed) != 2 || consumed < 0 ||
-				de->d_name[consumed] != '\0')
+/* Milliseconds of CLOCK_MONOTONIC. */
+static int64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define OLD_BACKENDS_WAIT_MS 5000 /* how long start-up waits for a dead supervisor's backends */
+#define OLD_BACKENDS_POLL_MAX 64  /* pidfds polled at once; the rest are re-checked each round */
+#define OLD_BACKENDS_SHOWN 5      /* pids named in the ERROR's detail */
+
+/*
+ * Wait for the backends of a dead supervisor to die, for at most
+ * OLD_BACKENDS_WAIT_MS.  control is the old control segment, already
+ * found sane; it is read without its lock (taking the lock could repair a
+ * dead holder's update, and the caller must change nothing until it
+ * knows it may go on), which is good enough: a backend slot of a live
+ * backend is stable, and one that changes is that of a backend leaving.
+ * A backend counts while its slot is STARTING or RUNNING with a pid whose
+ * process runs with the recorded start time (a zombie is dead).  Each
+ * round re-reads the slots, then sleeps until one of them exits (a pidfd
+ * each, polled; at most 250 ms, so that a reused pid cannot keep it
+ * waiting) or, without pidfds, 10 ms.  Returns how many still run at the
+ * end, with the first pids in shown[0 .. nshown-1].  Never raises.
+ */
+static int
+wait_for_old_backends(dsm_control_header *control, const char *directory, pid_t *shown, int nshown)
+{
+	dsm_control_backend *backends = dsm_control_backends(control);
+	uint32_t max_backends = control->max_backends;
+	int64_t deadline = monotonic_ms() + OLD_BACKENDS_WAIT_MS;
+	bool logged = false;
+
+	for (;;)
+	{
+		struct pollfd fds[OLD_BACKENDS_POLL_MAX];
+		nfds_t nfds = 0;
+		bool use_pidfd = true;
+		int live = 0;
+		int64_t left;
+
+		for (uint32_t i = 0; i < max_backends; i++)
+		{
+			dsm_control_backend *b = &backends[i];
+			uint32_t state = __atomic_load_n(&b->state, __ATOMIC_RELAXED);
+			pid_t pid = (pid_t) __atomic_load_n(&b->pid, __ATOMIC_RELAXED);
+			uint64_t start = __atomic_load_n(&b->start_time, __ATOMIC_RELAXED);
+			int fd;
+
+			if ((state != DSM_BACKEND_RUNNING && state != DSM_BACKEND_STARTING) || pid <= 0 ||
+				pid == getpid() || !dsm_process_alive(pid, start))
 				continue;
-			snprintf(path, sizeof path, "%s/%s", directory, de->d_name);
-			ereport(LOG, errmsg("removing leftover shared memory file \"%s\"", path));
-			if (unlink(path) != 0 && errno != ENOENT)
-				ereport(LOG, errcode_for_file_access(), errmsg("could not remove file \"%s\": %m", path));
+			if (live < nshown)
+				shown[live] = pid;
+			live++;
+			if (!use_pidfd || nfds >= OLD_BACKENDS_POLL_MAX)
+				continue;
+#ifdef SYS_pidfd_open
+			fd = (int) syscall(SYS_pidfd_open, (int) pid, 0);
+#else
+			fd = -1;
+			errno = ENOSYS;
+#endif
+			if (fd >= 0)
+			{
+				fds[nfds].fd = fd;
+				fds[nfds].events = POLLIN;
+				fds[nfds].revents = 0;
+				nfds++;
+			}
+			else if (errno != ESRCH) /* ESRCH: it just died; the next round sees that */
+				use_pidfd = false;
 		}
-		closedir(d);
+		left = deadline - monotonic_ms();
+		if (live > 0 && left > 0)
+		{
+			if (!logged)
+				ereport(LOG, errmsg("waiting for %d backends of the previous supervisor of \"%s\" to exit",
+									live, directory));
+			logged = true;
+			if (use_pidfd && nfds > 0)
+				(void) poll(fds, nfds, (int) (left < 250 ? left : 250));
+			else
+				sleep_ms(left < 10 ? (int) left : 10);
+		}
+		for (nfds_t k = 0; k < nfds; k++)
+			close(fds[k].fd);
+		if (live == 0 || left <= 0)
+			return live;
 	}
 }
 
 /*
  * Remove what a dead supervisor of this directory left: through its state
- * file, its control segment (mapped at LOG level, checked before its
+ * file, its control segment (mapped at DEBUG1 level, checked before its
  * contents are trusted; destroyed even when insane, since its name is in
  * our cluster's namespace) and every segment it lists; then sweep the
- * cluster's names.  Never trusts garbage; never raises except through
- * dsm_impl_configure() on an unusable directory.
+ * cluster's names.  Never trusts garbage.
+ *
+ * Before anything is removed, backends of the dead supervisor that still
+ * run (listed in a sane control segment) are given OLD_BACKENDS_WAIT_MS
+ * to die; if any still runs then, ERROR (ERRCODE_OBJECT_IN_USE) with the
+ * state file, the control segment and every segment untouched, because
+ * those backends may map them and may still create segments that nobody
+ * would clean up.  Otherwise raises only through dsm_impl_configure() on
+ * an unusable directory.
  */
 static void
 cleanup_previous_cluster(const char *directory, uint32_t cluster)
@@ -450,6 +805,33 @@ cleanup_previous_cluster(const char *directory, uint32_t cluster)
 			{
 				if (dsm_control_segment_sane(addr, size))
 				{
+					pid_t shown[OLD_BACKENDS_SHOWN];
+					int live = wait_for_old_backends(addr, directory, shown, OLD_BACKENDS_SHOWN);
+
+					if (live > 0)
+					{
+						char list[OLD_BACKENDS_SHOWN * 16 + 16];
+						size_t used = 0;
+
+						list[0] = '\0';
+						for (int k = 0; k < live && k < OLD_BACKENDS_SHOWN; k++)
+							used += (size_t) snprintf(list + used, sizeof list - used, "%s%d",
+													  k > 0 ? ", " : "", (int) shown[k]);
+						if (live > OLD_BACKENDS_SHOWN)
+							snprintf(list + used, sizeof list - used, ", ...");
+						dsm_impl_op(DSM_OP_DETACH, info.control_handle, 0, &priv, &addr, &size, LOG);
+						ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+								errmsg("backends of a previous supervisor are still running in \"%s\"",
+									   directory),
+								live == 1
+								? errdetail("Backend process %s of the dead supervisor %d still runs "
+											"and may map its segments.",
+											list, (int) info.supervisor_pid)
+								: errdetail("%d backend processes of the dead supervisor %d still run "
+											"(pids %s) and may map its segments.",
+											live, (int) info.supervisor_pid, list),
+								errhint("Stop them (or kill them) and start again."));
+					}
 					ereport(LOG, errmsg("cleaning up after a crashed supervisor of \"%s\"", directory));
 					dsm_control_destroy_all(addr, LOG);
 				}
@@ -463,7 +845,7 @@ cleanup_previous_cluster(const char *directory, uint32_t cluster)
 	if (unlink(supervisor_state_path) != 0 && errno != ENOENT)
 		ereport(LOG, errcode_for_file_access(),
 				errmsg("could not remove file \"%s\": %m", supervisor_state_path));
-	sweep_cluster_names(directory, cluster);
+	(void) dsm_sweep_cluster_names(directory, cluster, NULL, NULL, LOG);
 }
 
 /* ---------------------------------------------------------------------
@@ -535,9 +917,9 @@ supervisor_shutdown(int code, Datum arg)
 	if (supervisor_state_path != NULL && unlink(supervisor_state_path) != 0 && errno != ENOENT)
 		ereport(LOG, errcode_for_file_access(),
 				errmsg("could not remove file \"%s\": %m", supervisor_state_path));
-	if (supervisor_lock_path != NULL && unlink(supervisor_lock_path) != 0 && errno != ENOENT)
-		ereport(LOG, errcode_for_file_access(),
-				errmsg("could not remove file \"%s\": %m", supervisor_lock_path));
+	if (supervisor_lock_path != NULL)
+		dsm_lock_file_release(supervisor_lock_path, supervisor_lock_fd, LOG);
+	supervisor_lock_fd = -1;
 	supervisor_forget_local();
 	dsm_role = DSMKIT_ROLE_NONE;
 }
@@ -675,7 +1057,8 @@ supervisor_startup(const DsmkitConfig *config)
 		if (have_state)
 			unlink(supervisor_state_path);
 		if (have_lock)
-			unlink(supervisor_lock_path);
+			dsm_lock_file_release(supervisor_lock_path, supervisor_lock_fd, LOG);
+		supervisor_lock_fd = -1;
 		supervisor_forget_local();
 		PG_RE_THROW();
 	}
@@ -702,13 +1085,23 @@ require_supervisor(const char *what)
 
 /*
  * The child's side of supervisor_spawn_backend(): forget everything that
- * belongs to the supervisor (exit hooks, error state, resource owners, its
- * bookkeeping), become backend index, run the backend and leave through
- * proc_exit(0).  Never returns.
+ * belongs to the supervisor (the lock file's descriptor, exit hooks, error
+ * state, resource owners, its bookkeeping), become backend index, run the
+ * backend and leave through proc_exit(0).  Never returns.
  */
 static DSMKIT_NORETURN void
 backend_child_main(int index, void (*backend_main)(Datum arg), Datum arg)
 {
+	/*
+	 * First of all, close our copy of the lock file's descriptor: the
+	 * flock stays with the supervisor's copy (it is released only when the
+	 * last descriptor of the open file description goes), and a backend
+	 * that outlives its supervisor must not keep the directory locked.
+	 * Never flock(LOCK_UN) here: that would release the supervisor's lock.
+	 */
+	if (supervisor_lock_fd >= 0)
+		close(supervisor_lock_fd);
+	supervisor_lock_fd = -1;
 	on_exit_reset();
 	ipc_after_fork();
 	elog_after_fork();
@@ -747,7 +1140,7 @@ supervisor_spawn_backend(void (*backend_main)(Datum arg), Datum arg)
 	{
 		int save = errno;
 
-		dsm_backend_reclaim(index, 0);
+		dsm_backend_reclaim(index, 0, 0);
 		errno = save;
 		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES), errmsg("could not fork backend: %m"));
 	}
@@ -769,7 +1162,7 @@ backend_exited(int index, pid_t pid, int status, bool status_known)
 	supervisor_children[index] = 0;
 	supervisor_nchildren--;
 	(void) INJECTION_POINT("supervisor-reap-before-reclaim");
-	dropped = dsm_backend_reclaim(index, pid);
+	dropped = dsm_backend_reclaim(index, pid, 0);
 	if (status_known && WIFSIGNALED(status))
 		ereport(LOG, errmsg("backend %d (pid %d) was terminated by signal %d", index, (int) pid,
 							WTERMSIG(status)),
@@ -794,16 +1187,18 @@ reap_joined_backends(void)
 	{
 		dsm_control_backend *b = &backends[i];
 		pid_t pid = b->pid;
+		uint64_t start = b->start_time;
 
 		if (b->state != DSM_BACKEND_RUNNING || !b->joined)
 			continue;
-		if (dsm_process_alive(pid, b->start_time))
+		if (dsm_process_alive(pid, start))
 		{
 			running++;
 			continue;
 		}
 		{
-			int dropped = dsm_backend_reclaim((int) i, pid);
+			/* The reclaim re-checks pid and start time under the lock: the slot may have changed hands. */
+			int dropped = dsm_backend_reclaim((int) i, pid, start);
 
 			ereport(LOG, errmsg("joined backend %u (pid %d) is gone", i, (int) pid),
 					errdetail("%d references to dynamic shared memory segments were reclaimed.",
@@ -979,7 +1374,7 @@ backend_join(const char *directory)
 	PG_CATCH();
 	{
 		if (index >= 0)
-			dsm_backend_reclaim(index, getpid());
+			dsm_backend_reclaim(index, getpid(), 0);
 		forget_control(false);
 		dsm_local_reset();
 		PG_RE_THROW();

@@ -97,35 +97,6 @@ seg_exists(dsm_handle h)
 	}
 }
 
-/*
- * Run stmt, which must raise ERROR whose message contains substr (and,
- * if code is nonzero, has that code); recover from it.
- */
-#define EXPECT_ERROR(stmt, code, substr) \
-	do { \
-		volatile bool raised_ = false; \
-		MemoryContext mc_ = CurrentMemoryContext; \
-		PG_TRY(); \
-		{ \
-			stmt; \
-		} \
-		PG_CATCH(); \
-		{ \
-			ErrorData *ed_; \
-			MemoryContextSwitchTo(mc_); \
-			ed_ = CopyErrorData(); \
-			FlushErrorState(); \
-			raised_ = true; \
-			ck_assert_msg(strstr(ed_->message, (substr)) != NULL, "message: %s", ed_->message); \
-			if ((code) != 0) \
-				ck_assert_msg(ed_->sqlerrcode == (code), "code %s for: %s", \
-							  unpack_sql_state(ed_->sqlerrcode), ed_->message); \
-			FreeErrorData(ed_); \
-		} \
-		PG_END_TRY(); \
-		ck_assert_msg(raised_, "no ERROR from %s", #stmt); \
-	} while (0)
-
 static void
 start_supervisor(void)
 {

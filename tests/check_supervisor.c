@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -125,31 +126,6 @@ count_leftovers(void)
 	return tu_count_posix_segments(ctx.dir) + tu_count_sysv_segments(ctx.dir) +
 		tu_count_dir_entries(ctx.dir);
 }
-
-#define EXPECT_ERROR(stmt, code, substr) \
-	do { \
-		volatile bool raised_ = false; \
-		MemoryContext mc_ = CurrentMemoryContext; \
-		PG_TRY(); \
-		{ \
-			stmt; \
-		} \
-		PG_CATCH(); \
-		{ \
-			ErrorData *ed_; \
-			MemoryContextSwitchTo(mc_); \
-			ed_ = CopyErrorData(); \
-			FlushErrorState(); \
-			raised_ = true; \
-			ck_assert_msg(strstr(ed_->message, (substr)) != NULL, "message: %s", ed_->message); \
-			if ((code) != 0) \
-				ck_assert_msg(ed_->sqlerrcode == (code), "code %s for: %s", \
-							  unpack_sql_state(ed_->sqlerrcode), ed_->message); \
-			FreeErrorData(ed_); \
-		} \
-		PG_END_TRY(); \
-		ck_assert_msg(raised_, "no ERROR from %s", #stmt); \
-	} while (0)
 
 static void
 start_supervisor(void)
@@ -361,6 +337,167 @@ START_TEST(test_stale_lock_file)
 }
 END_TEST
 
+/* A start-up that must be refused: "supervisor already running in", with detail_substr in the detail. */
+static void
+refused_start_fn(void *arg)
+{
+	const char *detail_substr = arg;
+	volatile bool raised = false;
+
+	MemoryContextInit();
+	PG_TRY();
+	{
+		start_supervisor();
+	}
+	PG_CATCH();
+	{
+		ErrorData *ed;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		ed = CopyErrorData();
+		FlushErrorState();
+		ck_assert_msg(strstr(ed->message, "supervisor already running in") != NULL, "%s", ed->message);
+		ck_assert_int_eq(ed->sqlerrcode, ERRCODE_OBJECT_IN_USE);
+		ck_assert_ptr_nonnull(ed->detail);
+		ck_assert_msg(strstr(ed->detail, detail_substr) != NULL, "%s", ed->detail);
+		FreeErrorData(ed);
+		raised = true;
+	}
+	PG_END_TRY();
+	ck_assert(raised);
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	_exit(0);
+}
+
+static void
+exit_at_once_fn(void *arg)
+{
+	(void) arg;
+	_exit(0);
+}
+
+/* The pid of a process that has exited and been waited for. */
+static pid_t
+dead_pid(void)
+{
+	pid_t pid = tu_fork(exit_at_once_fn, NULL);
+
+	ck_assert_int_eq(tu_wait_exit_code(pid), 0);
+	return pid;
+}
+
+/*
+ * A lock file naming a dead process is stale only if nobody holds its
+ * flock: while some process does (here the test itself, standing for a
+ * supervisor taking the directory over, or a child the dead supervisor
+ * forked), a start-up is refused; once the flock goes, it succeeds.
+ */
+START_TEST(test_locked_stale_lock_file)
+{
+	char path[4200];
+	char buf[64];
+	int n;
+	int fd;
+
+	TU_TEST_BEGIN();
+	begin_cluster(DSM_IMPL_POSIX);
+	n = snprintf(buf, sizeof buf, "%d\n12345\n", (int) dead_pid());
+	write_file("dsmkit.pid", buf, (size_t) n);
+	snprintf(path, sizeof path, "%s/dsmkit.pid", ctx.dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(refused_start_fn, (void *) "Another process holds the lock")),
+					 0);
+	ck_assert_int_eq(access(path, F_OK), 0); /* the refused start-up left the lock file alone */
+	close(fd);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * Many supervisors race for a directory with a stale lock file: exactly
+ * one wins, every other one is told that a supervisor is running, and the
+ * winner's proc_exit() leaves nothing.  (With the lock file alone, two
+ * racers could each remove the stale file, the second removing the
+ * first's fresh one, and both believe they hold the lock.)
+ */
+#define RACERS 8
+
+static tu_pipe race_go;
+
+static void
+racer_fn(void *arg)
+{
+	char c;
+	volatile bool won = false;
+
+	(void) arg;
+	close(race_go.wr);
+	ck_assert_int_eq(read(race_go.rd, &c, 1), 0); /* EOF: the test let every racer go at once */
+	close(race_go.rd);
+	MemoryContextInit();
+	PG_TRY();
+	{
+		start_supervisor();
+		won = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData *ed;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		ed = CopyErrorData();
+		FlushErrorState();
+		ck_assert_msg(strstr(ed->message, "supervisor already running in") != NULL, "%s", ed->message);
+		ck_assert_int_eq(ed->sqlerrcode, ERRCODE_OBJECT_IN_USE);
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	tu_pipe_send(&ctx.to_test, won ? 1 : 0);
+	if (won)
+	{
+		ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_SUPERVISOR);
+		ck_assert_int_eq(check_cluster(), 0);
+		ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE); /* every loser has given up */
+	}
+	else
+		ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	proc_exit(0);
+}
+
+START_TEST(test_stale_lock_race)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	for (int round = 0; round < 6; round++)
+	{
+		pid_t racers[RACERS];
+		char buf[64];
+		int n;
+		uint32_t winners = 0;
+
+		n = snprintf(buf, sizeof buf, "%d\n12345\n", (int) dead_pid());
+		write_file("dsmkit.pid", buf, (size_t) n);
+		tu_pipe_open(&race_go);
+		for (int i = 0; i < RACERS; i++)
+			racers[i] = tu_fork(racer_fn, NULL);
+		tu_pipe_close(&race_go); /* go */
+		for (int i = 0; i < RACERS; i++)
+			winners += tu_pipe_recv(&ctx.to_test);
+		ck_assert_uint_eq(winners, 1);
+		tu_pipe_send(&ctx.to_sup, DONE);
+		for (int i = 0; i < RACERS; i++)
+			ck_assert_int_eq(tu_wait_exit_code(racers[i]), 0);
+		ck_assert_int_eq(count_leftovers(), 0);
+	}
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- kill everything, then restart ----------------------------------------- */
 
 static void
@@ -444,6 +581,129 @@ START_TEST(test_kill_everything_garbage_state)
 	begin_cluster(fd_impls[_i]);
 	kill_everything();
 	write_file("dsmkit.state", "dsmkit-state 1 impl=posix control=", 34);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- backends that outlive their supervisor ------------------------------------ */
+
+/*
+ * A backend whose supervisor is killed alone goes on: a new supervisor
+ * must not destroy the segments it maps.  The backend checks its data
+ * after the refused start-up and creates one more segment, which the
+ * final start-up must clean up too.
+ */
+static void
+orphan_backend(Datum arg)
+{
+	dsm_segment *s = dsm_create(8192, 0);
+	dsm_segment *t;
+
+	(void) arg;
+	*(uint32_t *) dsm_segment_address(s) = 0xfeedface;
+	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* a start-up was refused meanwhile */
+	ck_assert_uint_eq(*(uint32_t *) dsm_segment_address(s), 0xfeedface);
+	ck_assert(seg_exists(dsm_segment_handle(s)));
+	t = dsm_create(4096, 0);
+	tu_pipe_send(&ctx.to_test, dsm_segment_handle(t));
+	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
+}
+
+static void
+orphan_supervisor_fn(void *arg)
+{
+	pid_t a;
+	dsm_handle h;
+
+	(void) arg;
+	start_supervisor();
+	a = supervisor_spawn_backend(orphan_backend, 0);
+	h = tu_pipe_recv(&ctx.to_sup);
+	tu_pipe_send(&ctx.to_test, (uint32_t) a);
+	tu_pipe_send(&ctx.to_test, h);
+	(void) tu_pipe_recv(&ctx.to_sup); /* until killed */
+}
+
+/* The start-up refused because backend pid (arg) of the dead supervisor still runs. */
+static void
+orphan_refused_fn(void *arg)
+{
+	char pidstr[32];
+	volatile bool raised = false;
+
+	snprintf(pidstr, sizeof pidstr, "%u", (unsigned) (uintptr_t) arg);
+	MemoryContextInit();
+	PG_TRY();
+	{
+		start_supervisor();
+	}
+	PG_CATCH();
+	{
+		ErrorData *ed;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		ed = CopyErrorData();
+		FlushErrorState();
+		ck_assert_msg(strstr(ed->message, "backends of a previous supervisor are still running in") !=
+						  NULL, "%s", ed->message);
+		ck_assert_msg(strstr(ed->message, ctx.dir) != NULL, "%s", ed->message);
+		ck_assert_int_eq(ed->sqlerrcode, ERRCODE_OBJECT_IN_USE);
+		ck_assert_ptr_nonnull(ed->detail);
+		ck_assert_msg(strstr(ed->detail, pidstr) != NULL, "%s", ed->detail);
+		ck_assert_ptr_nonnull(ed->hint);
+		ck_assert_msg(strstr(ed->hint, "Stop them") != NULL, "%s", ed->hint);
+		FreeErrorData(ed);
+		raised = true;
+	}
+	PG_END_TRY();
+	ck_assert(raised);
+	ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_NONE);
+	_exit(0);
+}
+
+START_TEST(test_orphaned_backend_blocks_startup)
+{
+	char lock_path[4200];
+	char state_path[4200];
+	pid_t sup;
+	pid_t a;
+	int status;
+	int posix;
+	int sysv;
+	int entries;
+
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	snprintf(lock_path, sizeof lock_path, "%s/dsmkit.pid", ctx.dir);
+	snprintf(state_path, sizeof state_path, "%s/dsmkit.state", ctx.dir);
+	sup = tu_fork(orphan_supervisor_fn, NULL);
+	a = (pid_t) tu_pipe_recv(&ctx.to_test);
+	(void) tu_pipe_recv(&ctx.to_test);
+	kill(sup, SIGKILL); /* the supervisor alone */
+	status = tu_wait_child(sup);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	posix = tu_count_posix_segments(ctx.dir);
+	sysv = tu_count_sysv_segments(ctx.dir);
+	entries = tu_count_dir_entries(ctx.dir);
+	ck_assert_int_ge(posix + sysv + entries, 4); /* lock, state, control segment, A's segment */
+
+	/* Refused after the bounded wait; only its own lock file came and went. */
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(orphan_refused_fn, (void *) (uintptr_t) a)), 0);
+	ck_assert_int_ne(access(lock_path, F_OK), 0);
+	ck_assert_int_eq(access(state_path, F_OK), 0);
+	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), posix);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), sysv);
+	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), entries - 1);
+
+	/* A's segment is intact and A goes on (it makes one more segment). */
+	tu_pipe_send(&ctx.to_a, 1);
+	(void) tu_pipe_recv(&ctx.to_test);
+
+	/* Killed just before the start-up, A is still dying when it begins: the wait covers that. */
+	kill(a, SIGKILL);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 	end_cluster();
 	TU_TEST_END();
@@ -1267,6 +1527,8 @@ supervisor_suite(void)
 	tcase_add_test(tc, test_validation);
 	tcase_add_loop_test(tc, test_second_supervisor_refused, 0, 3);
 	tcase_add_test(tc, test_stale_lock_file);
+	tcase_add_test(tc, test_locked_stale_lock_file);
+	tcase_add_loop_test(tc, test_stale_lock_race, 0, 3);
 	tcase_add_loop_test(tc, test_backend_join, 0, 3);
 	tcase_add_loop_test(tc, test_check_from_outside, 0, 3);
 	tcase_add_loop_test(tc, test_check_callback_raises, 0, 3);
@@ -1276,6 +1538,7 @@ supervisor_suite(void)
 	tc = tu_tcase("crash", 120);
 	tcase_add_loop_test(tc, test_kill_everything_then_restart, 0, 3);
 	tcase_add_loop_test(tc, test_kill_everything_garbage_state, 0, 2);
+	tcase_add_loop_test(tc, test_orphaned_backend_blocks_startup, 0, 3);
 	tcase_add_loop_test(tc, test_bad_state_file, 0, 3);
 	tcase_add_loop_test(tc, test_bad_magic_control_segment, 0, 3);
 	tcase_add_loop_test(tc, test_killed_backend_reclaimed, 0, 3);

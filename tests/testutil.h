@@ -86,6 +86,38 @@ int tu_wait_exit_code(pid_t pid);
 /* The path of a program built beside the tests (e.g. "tests/join_helper"). */
 const char *tu_builddir_path(const char *relative);
 
+/*
+ * EXPECT_ERROR(stmt, code, substr): run stmt and assert that it raises
+ * ERROR whose message contains substr and, unless code is 0, whose
+ * SQLSTATE is code; the error is flushed and the current memory context
+ * restored, so the test goes on.  The file that uses it includes
+ * <string.h> and <dsmkit.h> (elog.h and memutils.h) itself.
+ */
+#define EXPECT_ERROR(stmt, code, substr) \
+	do { \
+		volatile bool raised_ = false; \
+		MemoryContext mc_ = CurrentMemoryContext; \
+		PG_TRY(); \
+		{ \
+			stmt; \
+		} \
+		PG_CATCH(); \
+		{ \
+			ErrorData *ed_; \
+			MemoryContextSwitchTo(mc_); \
+			ed_ = CopyErrorData(); \
+			FlushErrorState(); \
+			raised_ = true; \
+			ck_assert_msg(strstr(ed_->message, (substr)) != NULL, "message: %s", ed_->message); \
+			if ((code) != 0) \
+				ck_assert_msg(ed_->sqlerrcode == (code), "code %s for: %s", \
+							  unpack_sql_state(ed_->sqlerrcode), ed_->message); \
+			FreeErrorData(ed_); \
+		} \
+		PG_END_TRY(); \
+		ck_assert_msg(raised_, "no ERROR from %s", #stmt); \
+	} while (0)
+
 /* A test case with an explicit timeout (check's default is 4 s). */
 TCase *tu_tcase(const char *name, double timeout_seconds);
 

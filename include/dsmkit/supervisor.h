@@ -36,7 +36,15 @@ typedef struct DsmkitConfig
 /*
  * Become the supervisor of config->directory.  ERROR (nothing left
  * behind) if the directory is missing or not writable, if another live
- * supervisor owns it, or the configuration is invalid.  Call once.
+ * supervisor owns it (ERRCODE_OBJECT_IN_USE: the lock file "dsmkit.pid"
+ * is held with flock(2) for the supervisor's whole life), or the
+ * configuration is invalid.  If a dead supervisor's backends still run,
+ * it waits up to 5 seconds for them to exit and then raises
+ * ERRCODE_OBJECT_IN_USE, leaving the dead cluster's files and segments as
+ * they are (those backends may map them).  Call once.  Fork: only
+ * children made by supervisor_spawn_backend() drop the lock's descriptor;
+ * a child forked otherwise keeps the directory locked until it exits or
+ * execs.
  */
 DSMKIT_API void supervisor_startup(const DsmkitConfig *config);
 

@@ -13,7 +13,10 @@
  *    one supervisor running on DIR.  At rate S per second it kills the
  *    supervisor and every backend at once (SIGKILL to the process group)
  *    and starts a new supervisor on the same directory, whose
- *    supervisor_startup() must clean up what the dead cluster left.  It
+ *    supervisor_startup() must clean up what the dead cluster left (a
+ *    start-up refused because processes of the old cluster still run,
+ *    which waiting for the whole group should prevent, is retried and
+ *    counted, not failed).  It
  *    watches heartbeats and counts a process that makes no progress for the
  *    hang timeout as a hang (and kills it, so the run ends).  It is a child
  *    subreaper, so the backends of a killed supervisor become its children
@@ -82,6 +85,7 @@
 #define MAX_REQUEST_HELD 8
 #define MAX_SESSION_HELD 6
 #define MAX_REPORTED 20
+#define STARTUP_ATTEMPTS 10 /* supervisor_startup() refusals (ERRCODE_OBJECT_IN_USE) before it is a failure */
 
 /* The SQLSTATE of the ERROR a backend raises on purpose. */
 #define ERRCODE_STRESS_SIMULATED MAKE_SQLSTATE('S', 'T', 'R', 'E', 'S')
@@ -126,6 +130,7 @@ typedef struct StressShared
 	_Atomic uint64_t check_problems;  /* problems reported by those runs */
 	_Atomic uint64_t check_errors;    /* dsm_control_check() runs that raised ERROR */
 	_Atomic uint64_t startup_failures; /* supervisor_startup() ERRORs */
+	_Atomic uint64_t startup_retries; /* supervisor_startup() refused (processes of the old cluster ran) and retried */
 	_Atomic uint64_t reported;        /* diagnostic lines printed so far (capped at MAX_REPORTED) */
 	_Atomic int stop_backends;        /* 1: backends leave at their next request boundary */
 	_Atomic int64_t sup_heartbeat;    /* monotonic ns of the supervisor's last loop */
@@ -1096,20 +1101,51 @@ supervisor_main(void)
 	cfg.dsm_impl = opt.impl;
 	cfg.max_backends = opt.backends;
 	cfg.max_segments = 8 + 3 * opt.backends;
-	PG_TRY();
+	/*
+	 * ERRCODE_OBJECT_IN_USE means that processes of the previous cluster
+	 * still run (backends that outlived their supervisor, or a holder of
+	 * the lock file's flock).  The controller waits until the whole process
+	 * group is gone before it starts a supervisor, and supervisor_startup()
+	 * itself waits a few seconds for dying backends, so this should not
+	 * happen; if it does anyway, it is not a failure of the library: wait,
+	 * retry, and count it.
+	 */
+	for (int attempt = 1;; attempt++)
 	{
-		supervisor_startup(&cfg);
-	}
-	PG_CATCH();
-	{
-		ErrorData *edata = CopyErrorData();
+		volatile bool started = false;
 
-		atomic_fetch_add(&shared->startup_failures, 1);
-		report("supervisor_startup failed: %s%s%s", edata->message, edata->detail ? " -- " : "",
-			   edata->detail ? edata->detail : "");
-		_exit(3);
+		atomic_store(&shared->sup_heartbeat, now_ns());
+		PG_TRY();
+		{
+			supervisor_startup(&cfg);
+			started = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData *edata;
+
+			MemoryContextSwitchTo(TopMemoryContext);
+			edata = CopyErrorData();
+			FlushErrorState();
+			if (edata->sqlerrcode != ERRCODE_OBJECT_IN_USE || attempt >= STARTUP_ATTEMPTS)
+			{
+				atomic_fetch_add(&shared->startup_failures, 1);
+				report("supervisor_startup failed: %s%s%s", edata->message,
+					   edata->detail ? " -- " : "", edata->detail ? edata->detail : "");
+				_exit(3);
+			}
+			atomic_fetch_add(&shared->startup_retries, 1);
+			report("supervisor_startup refused, retrying: %s%s%s", edata->message,
+				   edata->detail ? " -- " : "", edata->detail ? edata->detail : "");
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		if (started)
+			break;
+		sup_wait(100);
+		if (sup_stop_requested)
+			_exit(0);
 	}
-	PG_END_TRY();
 	set_log_line_prefix("supervisor");
 	run_check("after startup");
 	if (write(ev_pipe[1], &c, 1) != 1)
@@ -1345,7 +1381,12 @@ detect_hang(void)
 
 	if (!sup_ready)
 	{
-		if (now - sup_started_at > limit)
+		/* A start-up that is refused and retried stores a heartbeat before each attempt. */
+		int64_t since = atomic_load(&shared->sup_heartbeat);
+
+		if (since < sup_started_at)
+			since = sup_started_at;
+		if (now - since > limit)
 			who = sup_pid, role = "starting supervisor";
 	}
 	else if (now - atomic_load(&shared->sup_heartbeat) > limit)
@@ -1716,8 +1757,9 @@ main(int argc, char **argv)
 		say("  backend kills: %" PRIu64 " (normal exits %" PRIu64 ")\n", kills,
 			atomic_load(&shared->backend_exits));
 		say("  reclaims: %s\n", reclaims);
-		say("  supervisor kills: %" PRIu64 " (supervisors started %" PRIu64 ")\n", ctl.sup_kills,
-			ctl.sup_starts);
+		say("  supervisor kills: %" PRIu64 " (supervisors started %" PRIu64
+			", start-ups refused while the old cluster's processes ran and retried %" PRIu64 ")\n",
+			ctl.sup_kills, ctl.sup_starts, atomic_load(&shared->startup_retries));
 		say("  consistency checks: %" PRIu64 ", problems: %" PRIu64 "\n", atomic_load(&shared->checks),
 			problems);
 		say("  leaks found: %" PRIu64 "\n", ctl.leaks);
