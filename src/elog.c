@@ -399,16 +399,29 @@ errcode_for_file_access(void)
 	return 0;
 }
 
+/*
+ * The body of errmsg(), errdetail(), errhint() and their _internal forms,
+ * which differ only in the part they set: format the variadic arguments
+ * after fmt into the current frame's buffer "part" (message, detail or
+ * hint; %m is the errno saved by errstart()) and point the ErrorData
+ * member of the same name at it.  Truncates, never fails.  A macro
+ * because va_start() must run in the variadic function itself.
+ */
+#define SET_FRAME_TEXT(part, fmt) \
+	do { \
+		ErrorFrame *frame_ = current_frame(); \
+		va_list args_; \
+		va_start(args_, fmt); \
+		format_into(frame_->part, sizeof(frame_->part), frame_->edata.saved_errno, fmt, args_); \
+		va_end(args_); \
+		frame_->edata.part = frame_->part; \
+	} while (0)
+
 /* errmsg: set the primary message (printf format, %m allowed).  Returns 0. */
 int
 errmsg(const char *fmt, ...)
 {
-	ErrorFrame *frame = current_frame();
-	va_list args;
-
-	va_start(args, fmt);
-	format_into(frame->message, sizeof(frame->message), frame->edata.saved_errno, fmt, args);
-	va_end(args);
+	SET_FRAME_TEXT(message, fmt);
 	return 0;
 }
 
@@ -416,12 +429,7 @@ errmsg(const char *fmt, ...)
 int
 errmsg_internal(const char *fmt, ...)
 {
-	ErrorFrame *frame = current_frame();
-	va_list args;
-
-	va_start(args, fmt);
-	format_into(frame->message, sizeof(frame->message), frame->edata.saved_errno, fmt, args);
-	va_end(args);
+	SET_FRAME_TEXT(message, fmt);
 	return 0;
 }
 
@@ -429,13 +437,7 @@ errmsg_internal(const char *fmt, ...)
 int
 errdetail(const char *fmt, ...)
 {
-	ErrorFrame *frame = current_frame();
-	va_list args;
-
-	va_start(args, fmt);
-	format_into(frame->detail, sizeof(frame->detail), frame->edata.saved_errno, fmt, args);
-	va_end(args);
-	frame->edata.detail = frame->detail;
+	SET_FRAME_TEXT(detail, fmt);
 	return 0;
 }
 
@@ -443,13 +445,7 @@ errdetail(const char *fmt, ...)
 int
 errdetail_internal(const char *fmt, ...)
 {
-	ErrorFrame *frame = current_frame();
-	va_list args;
-
-	va_start(args, fmt);
-	format_into(frame->detail, sizeof(frame->detail), frame->edata.saved_errno, fmt, args);
-	va_end(args);
-	frame->edata.detail = frame->detail;
+	SET_FRAME_TEXT(detail, fmt);
 	return 0;
 }
 
@@ -457,13 +453,7 @@ errdetail_internal(const char *fmt, ...)
 int
 errhint(const char *fmt, ...)
 {
-	ErrorFrame *frame = current_frame();
-	va_list args;
-
-	va_start(args, fmt);
-	format_into(frame->hint, sizeof(frame->hint), frame->edata.saved_errno, fmt, args);
-	va_end(args);
-	frame->edata.hint = frame->hint;
+	SET_FRAME_TEXT(hint, fmt);
 	return 0;
 }
 

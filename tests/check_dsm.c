@@ -18,9 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ipc.h>
-#include <sys/shm.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <dsmkit.h>
@@ -62,67 +59,13 @@ close_pipes(void)
 }
 
 static void
-print_problem(const char *problem, void *arg)
-{
-	(void) arg;
-	fprintf(stderr, "consistency problem: %s\n", problem);
-}
-
-/* Does the operating-system segment of h exist?  (Process with dsm_impl configured.) */
-static bool
-seg_exists(dsm_handle h)
-{
-	char name[4096];
-	struct stat st;
-
-	dsm_impl_segment_name(h, name, sizeof name);
-	switch (dsm_impl_current())
-	{
-		case DSM_IMPL_POSIX:
-		{
-			char path[4200];
-
-			snprintf(path, sizeof path, "/dev/shm%s", name);
-			return stat(path, &st) == 0;
-		}
-		case DSM_IMPL_MMAP:
-			return stat(name, &st) == 0;
-		default:
-		{
-			unsigned int key;
-
-			ck_assert(sscanf(name, "key 0x%x", &key) == 1);
-			return shmget((key_t) key, 0, 0) >= 0;
-		}
-	}
-}
-
-static void
-start_supervisor(void)
-{
-	DsmkitConfig config = {ctx.dir, ctx.impl, 0, ctx.max_segments};
-
-	supervisor_startup(&config);
-}
-
-/* In the supervisor: reap every backend, check consistency, leave through proc_exit. */
-static void
-finish_supervisor(void)
-{
-	while (supervisor_reap(true) > 0)
-		;
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
-	proc_exit(0);
-}
-
-static void
 run_supervisor_fn(void *arg)
 {
 	void (*fn)(void) = (void (*)(void)) arg;
 
-	start_supervisor();
+	tu_start_supervisor(ctx.dir, ctx.impl, 0, ctx.max_segments);
 	fn();
-	finish_supervisor();
+	tu_finish_supervisor();
 }
 
 /* Run a whole cluster scenario (supervisor_fn runs in the supervisor) and assert nothing is left. */
@@ -137,10 +80,7 @@ run_cluster(int impl, void (*supervisor_fn)(void))
 	pid = tu_fork(run_supervisor_fn, (void *) supervisor_fn);
 	ck_assert_int_eq(tu_wait_exit_code(pid), 0);
 	close_pipes();
-	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 0);
-	tu_remove_cluster_dir(ctx.dir);
+	tu_end_cluster_dir(ctx.dir);
 }
 
 /* ---- create, attach, data, destroy ---------------------------------------- */
@@ -162,10 +102,10 @@ basic_a(Datum arg)
 	tu_pipe_send(&ctx.to_b, h);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* B attached, checked, wrote, detached */
 	ck_assert_uint_eq(p[1], 0x5eed);
-	ck_assert(seg_exists(h));
+	ck_assert(tu_seg_exists(h));
 	dsm_detach(seg);
 	ck_assert_ptr_null(dsm_find_mapping(h));
-	ck_assert(!seg_exists(h)); /* the last detach destroyed it */
+	ck_assert(!tu_seg_exists(h)); /* the last detach destroyed it */
 	ck_assert_ptr_null(dsm_attach(h));
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
@@ -190,7 +130,7 @@ basic_b(Datum arg)
 	EXPECT_ERROR(dsm_attach(h), ERRCODE_OBJECT_IN_USE, "already attached");
 	ck_assert_ptr_eq(dsm_find_mapping(h), seg);
 	dsm_detach(seg);
-	ck_assert(seg_exists(h)); /* A still maps it */
+	ck_assert(tu_seg_exists(h)); /* A still maps it */
 	tu_pipe_send(&ctx.to_a, 1);
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
@@ -273,7 +213,7 @@ resowner_a(Datum arg)
 	CurrentResourceOwner = NULL;
 	ResourceOwnerReleaseAll(owner, false);
 	ck_assert_ptr_null(dsm_find_mapping(h));
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	ResourceOwnerDelete(owner);
 
 	/* Commit-release of a forgotten mapping: a WARNING naming the segment. */
@@ -300,7 +240,7 @@ resowner_a(Datum arg)
 	free(out);
 	ResourceOwnerDelete(owner);
 	ck_assert_ptr_null(dsm_find_mapping(h));
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	/* The kept mapping survived the scope. */
 	ck_assert_ptr_eq(dsm_find_mapping(hk), kept);
 	((char *) dsm_segment_address(kept))[10] = 7;
@@ -331,7 +271,7 @@ resowner_b(Datum arg)
 	dsm_handle h = (dsm_handle) arg;
 
 	ck_assert_ptr_null(dsm_attach(h));
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
 
@@ -372,7 +312,7 @@ pin_a(Datum arg)
 	dsm_pin_segment(seg);
 	EXPECT_ERROR(dsm_pin_segment(seg), 0, "already pinned");
 	dsm_detach(seg);
-	ck_assert(seg_exists(h)); /* the pin keeps it */
+	ck_assert(tu_seg_exists(h)); /* the pin keeps it */
 	tu_pipe_send(&ctx.to_sup, h);
 }
 
@@ -386,9 +326,9 @@ pin_b(Datum arg)
 	ck_assert_str_eq(dsm_segment_address(seg), "pinned data");
 	dsm_unpin_segment(h);
 	EXPECT_ERROR(dsm_unpin_segment(h), 0, "not a pinned");
-	ck_assert(seg_exists(h)); /* still mapped here */
+	ck_assert(tu_seg_exists(h)); /* still mapped here */
 	dsm_detach(seg);
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	ck_assert_ptr_null(dsm_attach(h));
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
@@ -401,7 +341,7 @@ pin_supervisor(void)
 	supervisor_spawn_backend(pin_a, 0);
 	h = tu_pipe_recv(&ctx.to_sup);
 	ck_assert_int_eq(supervisor_reap(true), 0); /* A is gone, the segment lives */
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	supervisor_spawn_backend(pin_b, h);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
@@ -433,7 +373,7 @@ pin_leave_supervisor(void)
 	supervisor_spawn_backend(pin_leave_a, 0);
 	h = tu_pipe_recv(&ctx.to_sup);
 	ck_assert_int_eq(supervisor_reap(true), 0);
-	ck_assert(seg_exists(h));
+	ck_assert(tu_seg_exists(h));
 }
 
 START_TEST(test_pinned_removed_at_shutdown)
@@ -702,9 +642,9 @@ bad_args_a(Datum arg)
 	EXPECT_ERROR(dsm_unpin_mapping(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_unpin_mapping");
 	EXPECT_ERROR(on_dsm_detach(NULL, NULL, 0), ERRCODE_INVALID_PARAMETER_VALUE, "on_dsm_detach");
 	dsm_detach(NULL);
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	dsm_detach(seg);
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
 
@@ -736,14 +676,14 @@ enospc_a(Datum arg)
 	ck_assert_int_eq(ctx.impl == DSM_IMPL_POSIX ? tu_count_posix_segments(ctx.dir)
 					 : tu_count_dir_entries(ctx.dir) - 2, /* state and lock files */
 					 1);                                  /* the control segment only */
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	seg = dsm_create(1 << 20, 0); /* the point fired once: this one works */
 	dsm_detach(seg);
 	InjectionPointDetachAll();
 	/* A failure after the slot was reserved gives it back. */
 	InjectionPointAttach("dsm-create-after-slot", INJECTION_FAIL_ERRNO, ENOSPC, 0, 1);
 	EXPECT_ERROR(dsm_create(4096, 0), 0, "No space left on device");
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	InjectionPointDetachAll();
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
@@ -785,7 +725,7 @@ many_a(Datum arg)
 	tu_pipe_send(&ctx.to_b, dsm_segment_handle(segs[MANY / 2]));
 	tu_pipe_send(&ctx.to_b, dsm_segment_handle(segs[MANY - 1]));
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1);
-	ck_assert_int_eq(dsm_control_check(NULL, print_problem, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	for (int i = 0; i < MANY; i++)
 		dsm_detach(segs[i]);
 	free(segs);

@@ -296,13 +296,12 @@ backend_b(Datum arg)
 static void
 supervisor_fn(void *arg)
 {
-	DsmkitConfig config = {ctx.dir, ctx.impl, 8, 0};
 	pid_t a;
 	pid_t b;
 	uint32_t s1, s2, s3;
 
 	(void) arg;
-	supervisor_startup(&config);
+	tu_start_supervisor(ctx.dir, ctx.impl, 8, 0);
 	a = supervisor_spawn_backend(backend_a, 0);
 	b = supervisor_spawn_backend(backend_b, 0);
 	close(ctx.death[1]);
@@ -318,10 +317,7 @@ supervisor_fn(void *arg)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 	tu_pipe_send(&ctx.to_b, DONE);
 	tu_pipe_send(&ctx.to_a, DONE);
-	while (supervisor_reap(true) > 0)
-		;
-	ck_assert_int_eq(dsm_control_check(NULL, NULL, NULL), 0);
-	proc_exit(0);
+	tu_finish_supervisor();
 }
 
 /* Start the cluster in a fresh directory and learn its pids and handles. */
@@ -372,10 +368,7 @@ end_cluster(void)
 	tu_pipe_close(&ctx.to_sup);
 	tu_pipe_close(&ctx.to_test);
 	close(ctx.death[0]);
-	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 0);
-	tu_remove_cluster_dir(ctx.dir);
+	tu_end_cluster_dir(ctx.dir);
 }
 
 /* Shut the cluster down cleanly. */
@@ -408,14 +401,7 @@ kill_cluster(const cluster *c, bool backends_too)
 static void
 write_file(const char *dir, const char *name, const char *content)
 {
-	char path[4200];
-	int fd;
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, content, strlen(content)), (ssize_t) strlen(content));
-	close(fd);
+	tu_write_file(dir, name, content, strlen(content));
 }
 
 static void

@@ -2,7 +2,7 @@
  * check_elog.c: tests of error reporting (ereport/elog, PG_TRY, output).
  *
  * Tests that end a process (FATAL, PANIC, uncaught ERROR) run it in a child
- * forked by run_child(), which captures the child's stderr and a stream of
+ * forked by tu_run_child(), which captures the child's stderr and a stream of
  * 32-bit values the child reports through a pipe (from its exit hooks, for
  * instance).  Children never call ck_assert: they report, and the test
  * process asserts.
@@ -28,101 +28,11 @@
 
 /* ---- child processes ---------------------------------------------------- */
 
-#define MAX_VALUES 256
-
-typedef struct ChildResult
-{
-	int status;						/* raw wait status */
-	char err[16384];				/* everything the child wrote to stderr */
-	uint32_t values[MAX_VALUES];	/* what the child reported */
-	int nvalues;
-} ChildResult;
-
-/* In a child: the write end of the value pipe. */
-static int report_fd = -1;
-
-/* In a child: send one value to the test process (async-signal-safe, no allocation). */
-static void
-report(uint32_t value)
-{
-	ssize_t n = write(report_fd, &value, sizeof(value));
-
-	if (n != (ssize_t) sizeof(value))
-		_exit(98);
-}
-
-/* Read fd to EOF into buf (NUL-terminated, truncated to len - 1). */
-static size_t
-read_all(int fd, char *buf, size_t len)
-{
-	size_t used = 0;
-
-	for (;;)
-	{
-		char scratch[4096];
-		ssize_t n = read(fd, scratch, sizeof(scratch));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		ck_assert(n >= 0);
-		if (n == 0)
-			break;
-		for (ssize_t i = 0; i < n && used + 1 < len; i++)
-			buf[used++] = scratch[i];
-	}
-	buf[used] = '\0';
-	return used;
-}
-
-/*
- * Fork a child that runs fn() with stderr and report_fd going to pipes,
- * then _exit(99) if fn returns.  Waits for it and fills r.  Core dumps are
- * turned off in the child (PANIC tests abort on purpose).
- */
-static void
-run_child(void (*fn)(void), ChildResult *r)
-{
-	int errp[2];
-	int valp[2];
-	pid_t pid;
-	char raw[sizeof(r->values)];
-	size_t got;
-
-	memset(r, 0, sizeof(*r));
-	ck_assert(pipe(errp) == 0);
-	ck_assert(pipe(valp) == 0);
-	fflush(NULL);
-	pid = fork();
-	ck_assert(pid >= 0);
-	if (pid == 0)
-	{
-		struct rlimit nocore = {0, 0};
-
-		setrlimit(RLIMIT_CORE, &nocore);
-		close(errp[0]);
-		close(valp[0]);
-		dup2(errp[1], STDERR_FILENO);
-		close(errp[1]);
-		report_fd = valp[1];
-		fn();
-		_exit(99);
-	}
-	close(errp[1]);
-	close(valp[1]);
-	read_all(errp[0], r->err, sizeof(r->err));
-	got = read_all(valp[0], raw, sizeof(raw));
-	close(errp[0]);
-	close(valp[0]);
-	r->nvalues = (int) (got / sizeof(uint32_t));
-	memcpy(r->values, raw, (size_t) r->nvalues * sizeof(uint32_t));
-	r->status = tu_wait_child(pid);
-}
-
 /* An exit hook for children: reports 1000 + arg*10 + code. */
 static void
 reporting_hook(int code, Datum arg)
 {
-	report(1000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
+	tu_report(1000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
 }
 
 /* ---- throw and catch ---------------------------------------------------- */
@@ -1005,15 +915,15 @@ child_uncaught_error(void)
 	before_shmem_exit(reporting_hook, UInt32GetDatum(2));
 	ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR), errmsg("nobody catches this"),
 			errdetail("Detail of %s.", "it"));
-	report(0xdead);				/* not reached */
+	tu_report(0xdead);				/* not reached */
 }
 
 START_TEST(test_uncaught_error_is_fatal)
 {
-	static ChildResult r;
+	static tu_child_result r;
 
 	TU_TEST_BEGIN();
-	run_child(child_uncaught_error, &r);
+	tu_run_child(child_uncaught_error, &r);
 	ck_assert(WIFEXITED(r.status));
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_str_eq(r.err, "FATAL:  nobody catches this\nDETAIL:  Detail of it.\n");
@@ -1035,10 +945,10 @@ child_fatal_in_try(void)
 	}
 	PG_CATCH();
 	{
-		report(0xbad);
+		tu_report(0xbad);
 	}
 	PG_END_TRY();
-	report(0xdead);
+	tu_report(0xdead);
 }
 
 static void
@@ -1051,11 +961,11 @@ child_rethrow_uncaught(void)
 	}
 	PG_CATCH();
 	{
-		report(7);
+		tu_report(7);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	report(0xdead);
+	tu_report(0xdead);
 }
 
 /*
@@ -1078,11 +988,11 @@ child_fatal_failing_context(void)
 	}
 	PG_CATCH();
 	{
-		report(0xbad);
+		tu_report(0xbad);
 		FlushErrorState();
 	}
 	PG_END_TRY();
-	report(0xdead);
+	tu_report(0xdead);
 	_exit(0);
 }
 
@@ -1109,20 +1019,20 @@ child_fatal_failing_hook(void)
 	}
 	PG_CATCH();
 	{
-		report(0xbad);
+		tu_report(0xbad);
 		FlushErrorState();
 	}
 	PG_END_TRY();
-	report(0xdead);
+	tu_report(0xdead);
 	_exit(0);
 }
 
 START_TEST(test_fatal)
 {
-	static ChildResult r;
+	static tu_child_result r;
 
 	TU_TEST_BEGIN();
-	run_child(child_fatal_in_try, &r);
+	tu_run_child(child_fatal_in_try, &r);
 	ck_assert(WIFEXITED(r.status));
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_str_eq(r.err, "FATAL:  fatal is not caught\n");
@@ -1130,7 +1040,7 @@ START_TEST(test_fatal)
 	ck_assert_uint_eq(r.values[0], 1031);
 
 	/* PG_RE_THROW with no outer handler: FATAL. */
-	run_child(child_rethrow_uncaught, &r);
+	tu_run_child(child_rethrow_uncaught, &r);
 	ck_assert(WIFEXITED(r.status));
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_str_eq(r.err, "FATAL:  thrown again\n");
@@ -1139,14 +1049,14 @@ START_TEST(test_fatal)
 	ck_assert_uint_eq(r.values[1], 1041);
 
 	/* An ERROR raised while a FATAL is built is FATAL too: PG_CATCH never sees it. */
-	run_child(child_fatal_failing_context, &r);
+	tu_run_child(child_fatal_failing_context, &r);
 	ck_assert_msg(WIFEXITED(r.status), "status 0x%x", r.status);
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_int_eq(r.nvalues, 1);
 	ck_assert_uint_eq(r.values[0], 1081);
 	ck_assert_str_eq(r.err, "FATAL:  context callback failed\n");
 
-	run_child(child_fatal_failing_hook, &r);
+	tu_run_child(child_fatal_failing_hook, &r);
 	ck_assert_msg(WIFEXITED(r.status), "status 0x%x", r.status);
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_int_eq(r.nvalues, 1);
@@ -1166,10 +1076,10 @@ child_panic(void)
 	}
 	PG_CATCH();
 	{
-		report(0xbad);
+		tu_report(0xbad);
 	}
 	PG_END_TRY();
-	report(0xdead);
+	tu_report(0xdead);
 }
 
 /* An emit_log_hook that reports every time: reports without end. */
@@ -1184,15 +1094,15 @@ child_error_stack_overflow(void)
 {
 	emit_log_hook = recursing_hook;
 	ereport(LOG, errmsg("start"));
-	report(0xdead);
+	tu_report(0xdead);
 }
 
 START_TEST(test_panic)
 {
-	static ChildResult r;
+	static tu_child_result r;
 
 	TU_TEST_BEGIN();
-	run_child(child_panic, &r);
+	tu_run_child(child_panic, &r);
 	ck_assert(WIFSIGNALED(r.status));
 	ck_assert_int_eq(WTERMSIG(r.status), SIGABRT);
 	ck_assert_str_eq(r.err, "PANIC:  shared state is corrupt\n");
@@ -1200,7 +1110,7 @@ START_TEST(test_panic)
 	ck_assert_int_eq(r.nvalues, 0);
 
 	/* Endless nested reports end in a PANIC, not a crash. */
-	run_child(child_error_stack_overflow, &r);
+	tu_run_child(child_error_stack_overflow, &r);
 	ck_assert(WIFSIGNALED(r.status));
 	ck_assert_int_eq(WTERMSIG(r.status), SIGABRT);
 	ck_assert_ptr_nonnull(strstr(r.err, "PANIC:  error stack overflow"));
@@ -1309,7 +1219,7 @@ child_no_memory(void)
 	}
 	if (malloc(16) != NULL)
 		_exit(95);
-	report(1);
+	tu_report(1);
 	PG_TRY();
 	{
 		ereport(ERROR, errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory"),
@@ -1318,7 +1228,7 @@ child_no_memory(void)
 	}
 	PG_CATCH();
 	{
-		report(geterrcode() == ERRCODE_OUT_OF_MEMORY ? 2 : 0xbad);
+		tu_report(geterrcode() == ERRCODE_OUT_OF_MEMORY ? 2 : 0xbad);
 		EmitErrorReport();
 		FlushErrorState();
 	}
@@ -1328,7 +1238,7 @@ child_no_memory(void)
 
 START_TEST(test_oom_no_malloc)
 {
-	static ChildResult r;
+	static tu_child_result r;
 
 	TU_TEST_BEGIN();
 	if (malloc_is_replaced())
@@ -1336,7 +1246,7 @@ START_TEST(test_oom_no_malloc)
 		TU_TEST_END();
 		return;
 	}
-	run_child(child_no_memory, &r);
+	tu_run_child(child_no_memory, &r);
 	ck_assert_msg(WIFEXITED(r.status), "status 0x%x", r.status);
 	ck_assert_int_eq(WEXITSTATUS(r.status), 1);
 	ck_assert_int_eq(r.nvalues, 3);

@@ -2,13 +2,12 @@
  * check_ipc.c: tests of the exit-hook chains and proc_exit().
  *
  * Exit hooks act in the process that registered them, so every test
- * registers its hooks in a child it forked itself (run_child()); the hooks
+ * registers its hooks in a child it forked itself (tu_run_child()); the hooks
  * report what they see through a pipe as 32-bit values, and the test
  * process asserts on that stream, on the child's stderr and on its exit
  * status.  Children never call ck_assert.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,94 +20,8 @@
 
 #include "testutil.h"
 
-
-#define MAX_VALUES 512
-
-typedef struct ChildResult
-{
-	int status;						/* raw wait status */
-	char err[16384];				/* the child's stderr */
-	uint32_t values[MAX_VALUES];	/* what the child reported */
-	int nvalues;
-} ChildResult;
-
-static int report_fd = -1;
-
-/* In a child: send one value to the test process. */
 static void
-report(uint32_t value)
-{
-	ssize_t n = write(report_fd, &value, sizeof(value));
-
-	if (n != (ssize_t) sizeof(value))
-		_exit(98);
-}
-
-static size_t
-read_all(int fd, char *buf, size_t len)
-{
-	size_t used = 0;
-
-	for (;;)
-	{
-		char scratch[4096];
-		ssize_t n = read(fd, scratch, sizeof(scratch));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		ck_assert(n >= 0);
-		if (n == 0)
-			break;
-		for (ssize_t i = 0; i < n && used + 1 < len; i++)
-			buf[used++] = scratch[i];
-	}
-	buf[used] = '\0';
-	return used;
-}
-
-/*
- * Fork a child running fn() with stderr and report_fd on pipes; the child
- * does _exit(99) if fn returns.  Reads both pipes to EOF (so grandchildren
- * must have exited too), waits for the child and fills r.
- */
-static void
-run_child(void (*fn)(void), ChildResult *r)
-{
-	int errp[2];
-	int valp[2];
-	pid_t pid;
-	char raw[sizeof(r->values)];
-	size_t got;
-
-	memset(r, 0, sizeof(*r));
-	ck_assert(pipe(errp) == 0);
-	ck_assert(pipe(valp) == 0);
-	fflush(NULL);
-	pid = fork();
-	ck_assert(pid >= 0);
-	if (pid == 0)
-	{
-		close(errp[0]);
-		close(valp[0]);
-		dup2(errp[1], STDERR_FILENO);
-		close(errp[1]);
-		report_fd = valp[1];
-		fn();
-		_exit(99);
-	}
-	close(errp[1]);
-	close(valp[1]);
-	read_all(errp[0], r->err, sizeof(r->err));
-	got = read_all(valp[0], raw, sizeof(raw));
-	close(errp[0]);
-	close(valp[0]);
-	r->nvalues = (int) (got / sizeof(uint32_t));
-	memcpy(r->values, raw, (size_t) r->nvalues * sizeof(uint32_t));
-	r->status = tu_wait_child(pid);
-}
-
-static void
-assert_values(const ChildResult *r, const uint32_t *expect, int n)
+assert_values(const tu_child_result *r, const uint32_t *expect, int n)
 {
 	ck_assert_int_eq(r->nvalues, n);
 	for (int i = 0; i < n; i++)
@@ -117,7 +30,7 @@ assert_values(const ChildResult *r, const uint32_t *expect, int n)
 }
 
 static void
-assert_exit_code(const ChildResult *r, int code)
+assert_exit_code(const tu_child_result *r, int code)
 {
 	ck_assert_msg(WIFEXITED(r->status), "child did not exit normally (status 0x%x); stderr:\n%s",
 				  r->status, r->err);
@@ -130,14 +43,14 @@ hook(int code, Datum arg)
 {
 	uint32_t flags = (proc_exit_inprogress ? 1 : 0) + (shmem_exit_inprogress ? 2 : 0);
 
-	report(flags * 1000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
+	tu_report(flags * 1000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
 }
 
 /* Hook that raises ERROR (after reporting 9000 + arg). */
 static void
 erroring_hook(int code, Datum arg)
 {
-	report(9000 + DatumGetUInt32(arg));
+	tu_report(9000 + DatumGetUInt32(arg));
 	ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR), errmsg("hook %u failed", DatumGetUInt32(arg)));
 }
 
@@ -145,7 +58,7 @@ erroring_hook(int code, Datum arg)
 static void
 fatal_hook(int code, Datum arg)
 {
-	report(8000 + DatumGetUInt32(arg));
+	tu_report(8000 + DatumGetUInt32(arg));
 	ereport(FATAL, errmsg("hook %u is fatal", DatumGetUInt32(arg)));
 }
 
@@ -154,7 +67,7 @@ fatal_hook(int code, Datum arg)
 static void
 child_ordering(void)
 {
-	report(proc_exit_inprogress ? 1 : 0);
+	tu_report(proc_exit_inprogress ? 1 : 0);
 	/* Interleaved registrations: the chains still run in chain order. */
 	on_proc_exit(hook, 1);
 	on_shmem_exit(hook, 2);
@@ -167,12 +80,12 @@ child_ordering(void)
 
 START_TEST(test_ordering)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* flags: 3 = in proc_exit and shmem_exit, 1 = in proc_exit only. */
 	static const uint32_t expect[] = {0, 3063, 3033, 3053, 3023, 1043, 1013};
 
 	TU_TEST_BEGIN();
-	run_child(child_ordering, &r);
+	tu_run_child(child_ordering, &r);
 	assert_exit_code(&r, 3);
 	assert_values(&r, expect, 7);
 	ck_assert_str_eq(r.err, "");
@@ -187,7 +100,7 @@ child_shmem_exit(void)
 	on_shmem_exit(hook, 2);
 	before_shmem_exit(hook, 3);
 	shmem_exit(5);
-	report(shmem_exit_inprogress ? 0xbad : 77);
+	tu_report(shmem_exit_inprogress ? 0xbad : 77);
 	/* The process lives on; a new shmem hook joins the on_proc_exit one that is left. */
 	on_shmem_exit(hook, 4);
 	proc_exit(6);
@@ -195,11 +108,11 @@ child_shmem_exit(void)
 
 START_TEST(test_shmem_exit)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	static const uint32_t expect[] = {2035, 2025, 77, 3046, 1016};
 
 	TU_TEST_BEGIN();
-	run_child(child_shmem_exit, &r);
+	tu_run_child(child_shmem_exit, &r);
 	assert_exit_code(&r, 6);
 	assert_values(&r, expect, 5);
 	TU_TEST_END();
@@ -221,12 +134,12 @@ child_erroring_hooks(void)
 
 START_TEST(test_hook_error_does_not_stop_the_rest)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* Each erroring hook runs once; all the others still run. */
 	static const uint32_t expect[] = {3050, 9004, 1030, 9002, 1010};
 
 	TU_TEST_BEGIN();
-	run_child(child_erroring_hooks, &r);
+	tu_run_child(child_erroring_hooks, &r);
 	assert_exit_code(&r, 0);
 	assert_values(&r, expect, 5);
 	ck_assert_ptr_nonnull(strstr(r.err, "ERROR:  hook 4 failed\n"));
@@ -247,12 +160,12 @@ child_fatal_hook(void)
 
 START_TEST(test_hook_fatal)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* FATAL in a hook: the remaining hooks run, the exit code becomes 1. */
 	static const uint32_t expect[] = {1030, 8002, 1011};
 
 	TU_TEST_BEGIN();
-	run_child(child_fatal_hook, &r);
+	tu_run_child(child_fatal_hook, &r);
 	assert_exit_code(&r, 1);
 	assert_values(&r, expect, 3);
 	ck_assert_str_eq(r.err, "FATAL:  hook 2 is fatal\n");
@@ -273,22 +186,22 @@ child_cancel(void)
 	PG_TRY();
 	{
 		cancel_before_shmem_exit(hook, 1);
-		report(0xbad);
+		tu_report(0xbad);
 	}
 	PG_CATCH();
 	{
-		report(geterrcode() == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ? 50 : 0xbad);
+		tu_report(geterrcode() == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ? 50 : 0xbad);
 		FlushErrorState();
 	}
 	PG_END_TRY();
 	PG_TRY();
 	{
 		cancel_before_shmem_exit(erroring_hook, 2);
-		report(0xbad);
+		tu_report(0xbad);
 	}
 	PG_CATCH();
 	{
-		report(51);
+		tu_report(51);
 		FlushErrorState();
 	}
 	PG_END_TRY();
@@ -299,11 +212,11 @@ child_cancel(void)
 
 START_TEST(test_cancel_before_shmem_exit)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	static const uint32_t expect[] = {50, 51, 3040, 3010};
 
 	TU_TEST_BEGIN();
-	run_child(child_cancel, &r);
+	tu_run_child(child_cancel, &r);
 	assert_exit_code(&r, 0);
 	assert_values(&r, expect, 4);
 	TU_TEST_END();
@@ -328,7 +241,7 @@ child_limit(void)
 		FlushErrorState();
 	}
 	PG_END_TRY();
-	report(code == ERRCODE_PROGRAM_LIMIT_EXCEEDED ? 1 : 0xbad);
+	tu_report(code == ERRCODE_PROGRAM_LIMIT_EXCEEDED ? 1 : 0xbad);
 	/* The other chains have their own room. */
 	for (uint32_t i = 0; i < MAX_ON_EXITS; i++)
 		before_shmem_exit(hook, 200 + i);
@@ -337,11 +250,11 @@ child_limit(void)
 
 START_TEST(test_limit)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	int n = 0;
 
 	TU_TEST_BEGIN();
-	run_child(child_limit, &r);
+	tu_run_child(child_limit, &r);
 	assert_exit_code(&r, 0);
 	ck_assert_int_eq(r.nvalues, 1 + 2 * MAX_ON_EXITS);
 	ck_assert_uint_eq(r.values[n++], 1);
@@ -370,12 +283,12 @@ child_exit_backstop(void)
 
 START_TEST(test_atexit_backstop)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* Run with code 0 (exit()'s status is not known to the hooks); the exit status stays 5. */
 	static const uint32_t expect[] = {3030, 3020, 9004, 1010};
 
 	TU_TEST_BEGIN();
-	run_child(child_exit_backstop, &r);
+	tu_run_child(child_exit_backstop, &r);
 	assert_exit_code(&r, 5);
 	assert_values(&r, expect, 4);
 	ck_assert_ptr_nonnull(strstr(r.err, "ERROR:  hook 4 failed\n"));
@@ -394,11 +307,11 @@ child_backstop_fatal(void)
 
 START_TEST(test_atexit_backstop_fatal)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	static const uint32_t expect[] = {1030, 8002, 1011};
 
 	TU_TEST_BEGIN();
-	run_child(child_backstop_fatal, &r);
+	tu_run_child(child_backstop_fatal, &r);
 	assert_exit_code(&r, 1);
 	assert_values(&r, expect, 3);
 	TU_TEST_END();
@@ -410,7 +323,7 @@ static void
 exiting_hook(int code, Datum arg)
 {
 	(void) code;
-	report(7000 + DatumGetUInt32(arg));
+	tu_report(7000 + DatumGetUInt32(arg));
 	exit(7);
 }
 
@@ -426,7 +339,7 @@ child_exit_inside_hook(void)
 
 START_TEST(test_exit_inside_hook)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/*
 	 * A hook that calls exit() while proc_exit() runs the chains: the
 	 * backstop still runs the hooks not yet run (with code 0), and the exit
@@ -435,7 +348,7 @@ START_TEST(test_exit_inside_hook)
 	static const uint32_t expect[] = {3040, 7003, 3020, 1010};
 
 	TU_TEST_BEGIN();
-	run_child(child_exit_inside_hook, &r);
+	tu_run_child(child_exit_inside_hook, &r);
 	assert_exit_code(&r, 7);
 	assert_values(&r, expect, 4);
 	TU_TEST_END();
@@ -446,7 +359,7 @@ END_TEST
 static void
 late_registering_hook(int code, Datum arg)
 {
-	report(6000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
+	tu_report(6000 + DatumGetUInt32(arg) * 10 + (uint32_t) code);
 	before_shmem_exit(hook, 9);
 }
 
@@ -460,12 +373,12 @@ child_late_registration(void)
 
 START_TEST(test_late_registration)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* A hook registered on a finished chain is not dropped: the backstop runs it, with code 0. */
 	static const uint32_t expect[] = {1014, 6024, 3090};
 
 	TU_TEST_BEGIN();
-	run_child(child_late_registration, &r);
+	tu_run_child(child_late_registration, &r);
 	assert_exit_code(&r, 4);
 	assert_values(&r, expect, 3);
 	TU_TEST_END();
@@ -514,7 +427,7 @@ grandchild(enum grandchild_mode mode)
 	}
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		_exit(92);
-	report(500 + (uint32_t) mode);
+	tu_report(500 + (uint32_t) mode);
 }
 
 static void
@@ -533,12 +446,12 @@ child_fork(void)
 
 START_TEST(test_fork)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	/* Grandchildren never run the inherited hooks; the one with its own hook runs only it. */
 	static const uint32_t expect[] = {500, 501, 502, 1070, 503, 504, 3020, 1010};
 
 	TU_TEST_BEGIN();
-	run_child(child_fork, &r);
+	tu_run_child(child_fork, &r);
 	assert_exit_code(&r, 0);
 	assert_values(&r, expect, 8);
 	TU_TEST_END();
@@ -548,18 +461,18 @@ END_TEST
 static void
 child_no_hooks(void)
 {
-	report(proc_exit_inprogress ? 0xbad : 1);
+	tu_report(proc_exit_inprogress ? 0xbad : 1);
 	on_exit_reset();
 	proc_exit(4);
 }
 
 START_TEST(test_no_hooks)
 {
-	static ChildResult r;
+	static tu_child_result r;
 	static const uint32_t expect[] = {1};
 
 	TU_TEST_BEGIN();
-	run_child(child_no_hooks, &r);
+	tu_run_child(child_no_hooks, &r);
 	assert_exit_code(&r, 4);
 	assert_values(&r, expect, 1);
 	ck_assert_str_eq(r.err, "");

@@ -18,9 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/ipc.h>
-#include <sys/shm.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,59 +63,6 @@ close_pipes(void)
 	tu_pipe_close(&ctx.bytes);
 }
 
-static void
-read_byte(int fd)
-{
-	char c;
-	ssize_t n;
-
-	do
-		n = read(fd, &c, 1);
-	while (n < 0 && errno == EINTR);
-	ck_assert_int_eq(n, 1);
-}
-
-static void
-print_problem(const char *problem, void *arg)
-{
-	(void) arg;
-	fprintf(stderr, "consistency problem: %s\n", problem);
-}
-
-static int
-check_cluster(void)
-{
-	return dsm_control_check(NULL, print_problem, NULL);
-}
-
-static bool
-seg_exists(dsm_handle h)
-{
-	char name[4096];
-	struct stat st;
-
-	dsm_impl_segment_name(h, name, sizeof name);
-	switch (dsm_impl_current())
-	{
-		case DSM_IMPL_POSIX:
-		{
-			char path[4200];
-
-			snprintf(path, sizeof path, "/dev/shm%s", name);
-			return stat(path, &st) == 0;
-		}
-		case DSM_IMPL_MMAP:
-			return stat(name, &st) == 0;
-		default:
-		{
-			unsigned int key;
-
-			ck_assert(sscanf(name, "key 0x%x", &key) == 1);
-			return shmget((key_t) key, 0, 0) >= 0;
-		}
-	}
-}
-
 /* Operating-system objects of the cluster (segments, and files for mmap). */
 static int
 count_leftovers(void)
@@ -130,18 +74,7 @@ count_leftovers(void)
 static void
 start_supervisor(void)
 {
-	DsmkitConfig config = {ctx.dir, ctx.impl, 0, 0};
-
-	supervisor_startup(&config);
-}
-
-static void
-finish_supervisor(void)
-{
-	while (supervisor_reap(true) > 0)
-		;
-	ck_assert_int_eq(check_cluster(), 0);
-	proc_exit(0);
+	tu_start_supervisor(ctx.dir, ctx.impl, 0, 0);
 }
 
 static void
@@ -151,7 +84,7 @@ run_supervisor_fn(void *arg)
 
 	start_supervisor();
 	fn();
-	finish_supervisor();
+	tu_finish_supervisor();
 }
 
 /* A supervisor that starts (cleaning up whatever is there) and leaves at once. */
@@ -160,7 +93,7 @@ clean_start_fn(void *arg)
 {
 	(void) arg;
 	start_supervisor();
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	proc_exit(0);
 }
 
@@ -176,10 +109,7 @@ static void
 end_cluster(void)
 {
 	close_pipes();
-	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
-	ck_assert_int_eq(tu_count_dir_entries(ctx.dir), 0);
-	tu_remove_cluster_dir(ctx.dir);
+	tu_end_cluster_dir(ctx.dir);
 }
 
 static void
@@ -188,19 +118,6 @@ run_cluster(int impl, void (*supervisor_fn)(void))
 	begin_cluster(impl);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(run_supervisor_fn, (void *) supervisor_fn)), 0);
 	end_cluster();
-}
-
-static void
-write_file(const char *name, const char *content, size_t len)
-{
-	char path[4200];
-	int fd;
-
-	snprintf(path, sizeof path, "%s/%s", ctx.dir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, content, len), (ssize_t) len);
-	close(fd);
 }
 
 /* ---- configuration and roles ------------------------------------------------ */
@@ -327,10 +244,10 @@ START_TEST(test_stale_lock_file)
 	begin_cluster(DSM_IMPL_POSIX);
 	/* A live pid (ours) with another start time: a reused pid, so stale. */
 	n = snprintf(buf, sizeof buf, "%d\n1\n", (int) getpid());
-	write_file("dsmkit.pid", buf, (size_t) n);
+	tu_write_file(ctx.dir, "dsmkit.pid", buf, (size_t) n);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 	/* Garbage is stale too. */
-	write_file("dsmkit.pid", "garbage", 7);
+	tu_write_file(ctx.dir, "dsmkit.pid", "garbage", 7);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 	end_cluster();
 	TU_TEST_END();
@@ -402,7 +319,7 @@ START_TEST(test_locked_stale_lock_file)
 	TU_TEST_BEGIN();
 	begin_cluster(DSM_IMPL_POSIX);
 	n = snprintf(buf, sizeof buf, "%d\n12345\n", (int) dead_pid());
-	write_file("dsmkit.pid", buf, (size_t) n);
+	tu_write_file(ctx.dir, "dsmkit.pid", buf, (size_t) n);
 	snprintf(path, sizeof path, "%s/dsmkit.pid", ctx.dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
@@ -460,7 +377,7 @@ racer_fn(void *arg)
 	if (won)
 	{
 		ck_assert_int_eq(dsmkit_role(), DSMKIT_ROLE_SUPERVISOR);
-		ck_assert_int_eq(check_cluster(), 0);
+		ck_assert_int_eq(tu_check_cluster(), 0);
 		ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE); /* every loser has given up */
 	}
 	else
@@ -480,7 +397,7 @@ START_TEST(test_stale_lock_race)
 		uint32_t winners = 0;
 
 		n = snprintf(buf, sizeof buf, "%d\n12345\n", (int) dead_pid());
-		write_file("dsmkit.pid", buf, (size_t) n);
+		tu_write_file(ctx.dir, "dsmkit.pid", buf, (size_t) n);
 		tu_pipe_open(&race_go);
 		for (int i = 0; i < RACERS; i++)
 			racers[i] = tu_fork(racer_fn, NULL);
@@ -580,7 +497,7 @@ START_TEST(test_kill_everything_garbage_state)
 	TU_TEST_BEGIN();
 	begin_cluster(fd_impls[_i]);
 	kill_everything();
-	write_file("dsmkit.state", "dsmkit-state 1 impl=posix control=", 34);
+	tu_write_file(ctx.dir, "dsmkit.state", "dsmkit-state 1 impl=posix control=", 34);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 	end_cluster();
 	TU_TEST_END();
@@ -606,7 +523,7 @@ orphan_backend(Datum arg)
 	tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* a start-up was refused meanwhile */
 	ck_assert_uint_eq(*(uint32_t *) dsm_segment_address(s), 0xfeedface);
-	ck_assert(seg_exists(dsm_segment_handle(s)));
+	ck_assert(tu_seg_exists(dsm_segment_handle(s)));
 	t = dsm_create(4096, 0);
 	tu_pipe_send(&ctx.to_test, dsm_segment_handle(t));
 	(void) tu_pipe_recv(&ctx.to_a); /* until killed */
@@ -726,7 +643,7 @@ START_TEST(test_bad_state_file)
 	for (size_t i = 0; i < sizeof bad_states / sizeof bad_states[0]; i++)
 	{
 		begin_cluster(impls[_i]);
-		write_file("dsmkit.state", bad_states[i], strlen(bad_states[i]));
+		tu_write_file(ctx.dir, "dsmkit.state", bad_states[i], strlen(bad_states[i]));
 		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 		end_cluster();
 	}
@@ -754,7 +671,7 @@ fake_control_fn(void *arg)
 				 "dsmkit-state 1 impl=%s control=%u cluster=%08x maxitems=264 max_backends=100 "
 				 "pid=999999 start=1\n",
 				 dsm_impl_name(ctx.impl), h, dsm_impl_cluster_id());
-	write_file("dsmkit.state", buf, (size_t) n);
+	tu_write_file(ctx.dir, "dsmkit.state", buf, (size_t) n);
 	_exit(0);
 }
 
@@ -812,7 +729,7 @@ holder_b(Datum arg)
 		dsm_detach(t);
 	}
 	dsm_detach(s);
-	ck_assert(!seg_exists(h));
+	ck_assert(!tu_seg_exists(h));
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
 
@@ -829,13 +746,13 @@ holder_supervisor(void)
 	mine = tu_pipe_recv(&ctx.to_sup);
 	scoped = tu_pipe_recv(&ctx.to_sup);
 	shared = tu_pipe_recv(&ctx.to_sup);
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	kill(a, SIGKILL);
 	ck_assert_int_eq(supervisor_reap(true), 1); /* B still runs */
-	ck_assert_int_eq(check_cluster(), 0);
-	ck_assert(!seg_exists(mine));
-	ck_assert(!seg_exists(scoped));
-	ck_assert(seg_exists(shared));
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	ck_assert(!tu_seg_exists(mine));
+	ck_assert(!tu_seg_exists(scoped));
+	ck_assert(tu_seg_exists(shared));
 	tu_pipe_send(&ctx.to_b, 2);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
@@ -888,7 +805,7 @@ locker_supervisor(void)
 	supervisor_spawn_backend(locker_b, 0);
 	a = supervisor_spawn_backend(locker_a, 0);
 	tu_pipe_send(&ctx.to_a, 1);
-	read_byte(ctx.bytes.rd); /* A holds the lock and waits */
+	tu_read_byte(ctx.bytes.rd); /* A holds the lock and waits */
 	kill(a, SIGKILL);
 	tu_pipe_send(&ctx.to_b, 1);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
@@ -937,7 +854,7 @@ rollback_supervisor(void)
 	supervisor_spawn_backend(rollback_a, 0);
 	supervisor_spawn_backend(rollback_b, 0);
 	ck_assert_int_eq(supervisor_reap(true), 1); /* B died */
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	tu_pipe_send(&ctx.to_a, 1);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
@@ -1094,7 +1011,7 @@ point_supervisor(void)
 	supervisor_spawn_backend(point_b, 0);
 	status_running = supervisor_reap(true);
 	ck_assert_int_eq(status_running, 1); /* B died at the point */
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	tu_pipe_send(&ctx.to_a, 1);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
@@ -1164,11 +1081,11 @@ collide_supervisor_fn(void *arg)
 	supervisor_spawn_backend(collide_victim, 0);
 	hl = tu_pipe_recv(&ctx.to_sup);
 	ck_assert_int_eq(supervisor_reap(true), 0);
-	ck_assert(seg_exists(hl)); /* the pinned segment survived the reclaim */
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert(tu_seg_exists(hl)); /* the pinned segment survived the reclaim */
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	dsm_unpin_segment(hl);
-	ck_assert(!seg_exists(hl));
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert(!tu_seg_exists(hl));
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	proc_exit(0);
 }
 
@@ -1337,7 +1254,7 @@ join_supervisor(void)
 	/* A joined helper attaches, checks, writes and leaves cleanly. */
 	helper = start_helper(h, "verify", -1, -1);
 	ck_assert_int_eq(tu_wait_exit_code(helper), 0);
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	tu_pipe_send(&ctx.to_a, 1);
 
 	/* A joined helper killed while it maps the segment is reclaimed by supervisor_reap. */
@@ -1346,12 +1263,12 @@ join_supervisor(void)
 	helper = start_helper(h, "hold", in.rd, out.wr);
 	ck_assert_int_eq(read(out.rd, &c, 1), 1);
 	ck_assert_int_eq(supervisor_reap(false), 2); /* A and the helper */
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	kill(helper, SIGKILL);
 	ck_assert(WIFSIGNALED(tu_wait_child(helper)));
-	ck_assert_int_ge(check_cluster(), 1); /* the dead helper still holds a reference */
+	ck_assert_int_ge(tu_check_cluster(), 1); /* the dead helper still holds a reference */
 	ck_assert_int_eq(supervisor_reap(false), 1);
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	tu_pipe_close(&in);
 	tu_pipe_close(&out);
 
@@ -1372,7 +1289,7 @@ static void
 outside_check_fn(void *arg)
 {
 	(void) arg;
-	ck_assert_int_eq(dsm_control_check(ctx.dir, print_problem, NULL), 0);
+	ck_assert_int_eq(dsm_control_check(ctx.dir, tu_print_problem, NULL), 0);
 	_exit(0);
 }
 
@@ -1444,7 +1361,7 @@ check_raise_backend(Datum arg)
 	s = dsm_create(4096, 0); /* the lock is free */
 	dsm_detach(s);
 	ck_assert(dsm_impl_op(DSM_OP_DESTROY, stray, 0, &priv, &addr, &size, ERROR));
-	ck_assert_int_eq(check_cluster(), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
 

@@ -17,13 +17,17 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <talloc.h>
 #include <unistd.h>
 
+#include <dsmkit/dsm.h>
 #include <dsmkit/dsm_impl.h>
+#include <dsmkit/ipc.h>
 #include <dsmkit/memutils.h>
+#include <dsmkit/supervisor.h>
 
 /*
  * LeakSanitizer: talloc_enable_null_tracking() (called by the leak checks)
@@ -413,7 +417,7 @@ tu_pipe_recv(tu_pipe *p)
 	int r;
 
 	do
-		r = poll(&pfd, 1, 10000);
+		r = poll(&pfd, 1, 60000);
 	while (r < 0 && errno == EINTR);
 	ck_assert_msg(r == 1, "timed out waiting on a pipe");
 	do
@@ -471,6 +475,176 @@ tu_builddir_path(const char *relative)
 
 	snprintf(path, sizeof path, "%s/%s", top ? top : ".", relative);
 	return path;
+}
+
+/* ---- child processes (tu_run_child) --------------------------------------- */
+
+/* In a child of tu_run_child(): the write end of the value pipe. */
+static int report_fd = -1;
+
+void
+tu_report(uint32_t value)
+{
+	ssize_t n = write(report_fd, &value, sizeof(value));
+
+	if (n != (ssize_t) sizeof(value))
+		_exit(98);
+}
+
+/* Read fd to EOF into buf (NUL-terminated, truncated to len - 1); returns the bytes kept. */
+static size_t
+read_all(int fd, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	for (;;)
+	{
+		char scratch[4096];
+		ssize_t n = read(fd, scratch, sizeof(scratch));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		ck_assert(n >= 0);
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n && used + 1 < len; i++)
+			buf[used++] = scratch[i];
+	}
+	buf[used] = '\0';
+	return used;
+}
+
+void
+tu_run_child(void (*fn)(void), tu_child_result *r)
+{
+	int errp[2];
+	int valp[2];
+	pid_t pid;
+	char raw[sizeof(r->values)];
+	size_t got;
+
+	memset(r, 0, sizeof(*r));
+	ck_assert(pipe(errp) == 0);
+	ck_assert(pipe(valp) == 0);
+	fflush(NULL);
+	pid = fork();
+	ck_assert(pid >= 0);
+	if (pid == 0)
+	{
+		struct rlimit nocore = {0, 0};
+
+		setrlimit(RLIMIT_CORE, &nocore);
+		close(errp[0]);
+		close(valp[0]);
+		dup2(errp[1], STDERR_FILENO);
+		close(errp[1]);
+		report_fd = valp[1];
+		fn();
+		_exit(99);
+	}
+	close(errp[1]);
+	close(valp[1]);
+	read_all(errp[0], r->err, sizeof(r->err));
+	got = read_all(valp[0], raw, sizeof(raw));
+	close(errp[0]);
+	close(valp[0]);
+	r->nvalues = (int) (got / sizeof(uint32_t));
+	memcpy(r->values, raw, (size_t) r->nvalues * sizeof(uint32_t));
+	r->status = tu_wait_child(pid);
+}
+
+/* ---- clusters ---------------------------------------------------------------- */
+
+void
+tu_start_supervisor(const char *dir, int impl, int max_backends, int max_segments)
+{
+	DsmkitConfig config = {dir, impl, max_backends, max_segments};
+
+	supervisor_startup(&config);
+}
+
+void
+tu_print_problem(const char *problem, void *arg)
+{
+	(void) arg;
+	fprintf(stderr, "consistency problem: %s\n", problem);
+}
+
+int
+tu_check_cluster(void)
+{
+	return dsm_control_check(NULL, tu_print_problem, NULL);
+}
+
+void
+tu_finish_supervisor(void)
+{
+	while (supervisor_reap(true) > 0)
+		;
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	proc_exit(0);
+}
+
+void
+tu_end_cluster_dir(const char *dir)
+{
+	ck_assert_int_eq(tu_count_posix_segments(dir), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(dir), 0);
+	ck_assert_int_eq(tu_count_dir_entries(dir), 0);
+	tu_remove_cluster_dir(dir);
+}
+
+bool
+tu_seg_exists(dsm_handle h)
+{
+	char name[4096];
+	struct stat st;
+
+	dsm_impl_segment_name(h, name, sizeof name);
+	switch (dsm_impl_current())
+	{
+		case DSM_IMPL_POSIX:
+		{
+			char path[4200];
+
+			snprintf(path, sizeof path, "/dev/shm%s", name);
+			return stat(path, &st) == 0;
+		}
+		case DSM_IMPL_MMAP:
+			return stat(name, &st) == 0;
+		default:
+		{
+			unsigned int key;
+
+			ck_assert(sscanf(name, "key 0x%x", &key) == 1);
+			return shmget((key_t) key, 0, 0) >= 0;
+		}
+	}
+}
+
+void
+tu_read_byte(int fd)
+{
+	char c;
+	ssize_t n;
+
+	do
+		n = read(fd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	ck_assert_int_eq(n, 1);
+}
+
+void
+tu_write_file(const char *dir, const char *name, const char *content, size_t len)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, content, len), (ssize_t) len);
+	close(fd);
 }
 
 TCase *

@@ -24,6 +24,9 @@
 #include <sys/types.h>
 #include <check.h>
 
+#include <dsmkit/common.h>
+#include <dsmkit/dsm_impl.h>
+
 /* Record the talloc block count and the open descriptors now. */
 void tu_leak_baseline(void);
 /* Assert nothing leaked since tu_leak_baseline() (see above). */
@@ -69,7 +72,7 @@ typedef struct tu_pipe
 } tu_pipe;
 void tu_pipe_open(tu_pipe *p);
 void tu_pipe_close(tu_pipe *p);
-/* Write one 32-bit value; read one (asserts a full read, with a 10 s poll timeout). */
+/* Write one 32-bit value; read one (asserts a full read, with a 60 s poll timeout: a hang is caught sooner by the test case timeout). */
 void tu_pipe_send(tu_pipe *p, uint32_t value);
 uint32_t tu_pipe_recv(tu_pipe *p);
 
@@ -85,6 +88,61 @@ int tu_wait_exit_code(pid_t pid);
 
 /* The path of a program built beside the tests (e.g. "tests/join_helper"). */
 const char *tu_builddir_path(const char *relative);
+
+/*
+ * Child processes that end themselves (FATAL, PANIC, exit hooks):
+ * tu_run_child() forks a child that runs fn() with its stderr on a pipe
+ * and core dumps turned off (PANIC aborts on purpose); the child does
+ * _exit(99) if fn returns.  The child reports 32-bit values to the test
+ * process with tu_report() (async-signal-safe, no allocation; a failed
+ * write ends the child with _exit(98)).  tu_run_child() reads both pipes
+ * to EOF, so grandchildren that inherited them must have exited too, then
+ * waits for the child and fills *r.  Children never call ck_assert: they
+ * report, and the test process asserts on *r.
+ */
+#define TU_MAX_VALUES 512
+typedef struct tu_child_result
+{
+	int status;                     /* raw wait status */
+	char err[16384];                /* everything the child wrote to stderr (truncated) */
+	uint32_t values[TU_MAX_VALUES]; /* what the child reported, in order */
+	int nvalues;                    /* how many values it reported */
+} tu_child_result;
+void tu_run_child(void (*fn)(void), tu_child_result *r);
+void tu_report(uint32_t value);
+
+/*
+ * Clusters run by a supervisor process (check_dsm, check_supervisor,
+ * check_dsmctl).
+ *
+ * tu_start_supervisor: become the supervisor of dir with implementation
+ *   impl, max_backends and max_segments (0: the defaults); raises ERROR
+ *   as supervisor_startup() does.
+ * tu_print_problem: a dsm_check_callback that prints the problem to
+ *   stderr.
+ * tu_check_cluster: dsm_control_check() of this process's cluster with
+ *   tu_print_problem; returns the number of problems.
+ * tu_finish_supervisor: in the supervisor, reap every backend, assert that
+ *   the control segment is consistent and leave through proc_exit(0),
+ *   which removes the cluster.
+ * tu_end_cluster_dir: in the test process, assert that nothing of dir's
+ *   cluster is left (no POSIX or System V segment, an empty directory),
+ *   then remove dir.
+ * tu_seg_exists: does the operating-system segment of handle h exist?
+ *   For a process with its dsm implementation configured (supervisor or
+ *   backend).
+ */
+void tu_start_supervisor(const char *dir, int impl, int max_backends, int max_segments);
+void tu_print_problem(const char *problem, void *arg);
+int tu_check_cluster(void);
+DSMKIT_NORETURN void tu_finish_supervisor(void);
+void tu_end_cluster_dir(const char *dir);
+bool tu_seg_exists(dsm_handle h);
+
+/* Read one byte from fd (as INJECTION_WAIT writes one), retrying EINTR; asserts it got one. */
+void tu_read_byte(int fd);
+/* Create or truncate the file dir/name (mode 0600) holding len bytes of content; asserts success. */
+void tu_write_file(const char *dir, const char *name, const char *content, size_t len);
 
 /*
  * EXPECT_ERROR(stmt, code, substr): run stmt and assert that it raises
