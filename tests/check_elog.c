@@ -20,6 +20,7 @@
 #include <talloc.h>
 
 #include <dsmkit/elog.h>
+#include <dsmkit/version.h>
 #include <dsmkit/ipc.h>
 #include <dsmkit/memutils.h>
 #include <dsmkit/palloc.h>
@@ -74,6 +75,35 @@ START_TEST(test_throw_catch)
 	PG_END_TRY();
 	ck_assert(after_throw);
 	ck_assert(!caught);
+	TU_TEST_END();
+}
+END_TEST
+
+/* errdetail_internal() fills the detail as errdetail() does; the version functions match the headers. */
+START_TEST(test_detail_internal_and_version)
+{
+	ErrorData *volatile edata = NULL;
+
+	TU_TEST_BEGIN();
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg_internal("raw %s", "message"),
+				errdetail_internal("slot %u has refcount %d", 7u, -1));
+	}
+	PG_CATCH();
+	{
+		edata = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	ck_assert_ptr_nonnull(edata);
+	ck_assert_int_eq(edata->sqlerrcode, ERRCODE_DATA_CORRUPTED);
+	ck_assert_str_eq(edata->message, "raw message");
+	ck_assert_str_eq(edata->detail, "slot 7 has refcount -1");
+	FreeErrorData(edata);
+
+	ck_assert_uint_eq(dsmkit_version(), DSMKIT_VERSION_HEX);
+	ck_assert_str_eq(dsmkit_version_string(), DSMKIT_VERSION_STRING);
 	TU_TEST_END();
 }
 END_TEST
@@ -1280,6 +1310,7 @@ elog_suite(void)
 
 	tcase_add_test(tc, test_throw_catch);
 	tcase_add_test(tc, test_default_codes);
+	tcase_add_test(tc, test_detail_internal_and_version);
 	tcase_add_test(tc, test_rethrow);
 	tcase_add_test(tc, test_nested_try);
 	tcase_add_test(tc, test_try_suffix);

@@ -16,6 +16,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -175,6 +176,21 @@ add_cb(MemoryContext ctx, const char *tag)
 }
 
 /* ---- tests --------------------------------------------------------------- */
+
+/* pvsprintf() through a variadic wrapper, as callers use it. */
+static char *
+call_pvsprintf(const char *fmt, ...) DSMKIT_PRINTF(1, 2);
+static char *
+call_pvsprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = pvsprintf(fmt, ap);
+	va_end(ap);
+	return s;
+}
 
 START_TEST(test_lazy_init)
 {
@@ -336,6 +352,9 @@ START_TEST(test_strings)
 	s = pnstrdup("abcdef", 0);
 	ck_assert_str_eq(s, "");
 	ck_assert_str_eq(psprintf("%d-%s-%c", 42, "x", 'y'), "42-x-y");
+	s = call_pvsprintf("%s=%u", "slots", 264u);
+	ck_assert_str_eq(s, "slots=264");
+	ck_assert_ptr_eq(GetMemoryChunkContext(s), ctx);
 	memset(big, 'q', 5000);
 	big[5000] = '\0';
 	s = psprintf("<%s>", big);
