@@ -240,10 +240,12 @@ dsm_control_init(dsm_control_header *control, size_t size, uint32_t maxitems,
 	control->supervisor_start_time = dsm_process_start_time(getpid());
 	control->intent.op = DSM_INTENT_NONE;
 	control->intent.nundo = 0;
+	control->intent.slot = DSM_NO_SLOT;
 
 	items = dsm_control_items(control);
 	for (uint32_t i = 0; i < maxitems; i++)
 	{
+		items[i].word = 0;
 		items[i].refcnt = 0;
 		items[i].busy = DSM_BUSY_NONE;
 		items[i].generation = 0;
@@ -353,6 +355,19 @@ dsm_ctl_begin(uint32_t op)
 {
 	dsm_control->intent.backend = dsm_backend_index;
 	dsm_control->intent.op = op;
+	dsm_control->intent.slot = DSM_NO_SLOT;
+	dsm_store_barrier();
+}
+
+/*
+ * Announce that this update is about to change slot's word without the
+ * undo log (invariant 4), so that a repair knows which slot to re-derive.
+ */
+static void
+dsm_ctl_word_slot(uint32_t slot)
+{
+	Assert(dsm_control->intent.slot == DSM_NO_SLOT || dsm_control->intent.slot == slot);
+	dsm_control->intent.slot = slot;
 	dsm_store_barrier();
 }
 
@@ -399,6 +414,37 @@ dsm_ctl_commit(void)
 }
 
 /*
+ * After a rollback: re-derive the word and busy of the slot whose word the
+ * dead holder was changing without the log (invariant 4) from the restored
+ * refcnt.  OTHERS is set iff refcnt >= 2, which may revive a segment whose
+ * last reference the dead process was dropping.  An active word means the
+ * segment lives (busy none).  An inactive word on a slot that was live
+ * means that the dead process took its last reference away: the slot
+ * becomes that process's unfinished destroy (busy = its backend index,
+ * which the supervisor's reap settles) or, for a process that was no
+ * backend, the supervisor's at shutdown.  Never fails.
+ */
+void
+dsm_control_reconcile_slot(dsm_control_header *control, uint32_t slot, int32_t holder)
+{
+	dsm_control_item *item = &dsm_control_items(control)[slot];
+	uint64_t w = dsm_item_word(item);
+	uint64_t nw;
+
+	if (item->refcnt == 0)
+		return; /* free: its word was never made active in this update */
+	do
+		nw = item->refcnt >= 2 ? (w | DSM_WORD_OTHERS) : (w & ~DSM_WORD_OTHERS);
+	while (nw != w &&
+		   !__atomic_compare_exchange_n(&item->word, &w, nw, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE));
+	if (DSM_WORD_ACTIVE(nw))
+		item->busy = DSM_BUSY_NONE;
+	else if (item->busy == DSM_BUSY_NONE)
+		item->busy = (holder >= 0 && (uint32_t) holder < control->max_backends) ? holder
+																				 : DSM_BUSY_NONE;
+}
+
+/*
  * Roll back the update a dead lock holder left half done, by applying its
  * undo log backwards, then recount every backend's nrefs from its restored
  * bitmap (nrefs is not logged, see dsm_ctl_set_ref()).  Entries whose
@@ -437,9 +483,12 @@ dsm_control_repair(dsm_control_header *control)
 			bits += (uint32_t) __builtin_popcount(map[w]);
 		be->nrefs = bits;
 	}
+	if (intent->slot < control->maxitems)
+		dsm_control_reconcile_slot(control, intent->slot, intent->backend);
 	dsm_store_barrier();
 	intent->nundo = 0;
 	intent->op = DSM_INTENT_NONE;
+	intent->slot = DSM_NO_SLOT;
 	control->repairs++;
 }
 
@@ -551,15 +600,24 @@ dsm_ctl_new_generation(uint32_t slot)
 
 	if (gen == 0)
 		gen = 1; /* keeps every handle nonzero, even slot 0's */
+	Assert(!dsm_item_active(item)); /* free or moribund: nobody else writes the word */
 	CTL_SET32(item->generation, gen);
-	CTL_SET32(item->handle, (gen << dsm_control->slot_bits) | slot);
+	CTL_SET64(item->word, (uint64_t) ((gen << dsm_control->slot_bits) | slot));
+}
+
+/* Does backend b attach and detach without the lock (its references are bits of the words)? */
+static inline bool
+dsm_backend_is_fast(int b)
+{
+	return b >= 0 && b < DSM_FAST_BACKENDS;
 }
 
 /*
- * Set or clear bit slot in backend's reference bitmap, keeping nrefs.  The
- * bit is logged; nrefs, which only counts the bits, is stored without an
- * undo entry (that saves a logged write on every attach and detach):
- * dsm_control_repair() recounts it from the restored bitmaps instead.
+ * Set or clear bit slot in a slow backend's reference bitmap, keeping
+ * nrefs.  The bit is logged; nrefs, which only counts the bits, is stored
+ * without an undo entry (that saves a logged write on every attach and
+ * detach): dsm_control_repair() recounts it from the restored bitmaps
+ * instead.
  */
 static void
 dsm_ctl_set_ref(int backend, uint32_t slot, bool on)
@@ -568,16 +626,116 @@ dsm_ctl_set_ref(int backend, uint32_t slot, bool on)
 	uint32_t bit = 1u << (slot % 32);
 	dsm_control_backend *b = &dsm_control_backends(dsm_control)[backend];
 
+	Assert(!dsm_backend_is_fast(backend));
 	if (on == ((*word & bit) != 0))
 		return;
 	CTL_SET32(*word, on ? (*word | bit) : (*word & ~bit));
 	b->nrefs = on ? b->nrefs + 1 : b->nrefs - 1;
 }
 
-static bool
-dsm_ref_is_set(dsm_control_header *control, int backend, uint32_t slot)
+bool
+dsm_control_ref_is_set(dsm_control_header *control, uint32_t b, uint32_t slot)
 {
-	return (dsm_control_bitmap(control, backend)[slot / 32] & (1u << (slot % 32))) != 0;
+	if (b < DSM_FAST_BACKENDS)
+		return (dsm_item_word(&dsm_control_items(control)[slot]) & DSM_WORD_FAST_BIT(b)) != 0;
+	return (dsm_control_bitmap(control, (int) b)[slot / 32] & (1u << (slot % 32))) != 0;
+}
+
+uint32_t
+dsm_control_backend_nrefs(dsm_control_header *control, uint32_t b)
+{
+	dsm_control_item *items = dsm_control_items(control);
+	uint32_t n = 0;
+
+	if (b >= DSM_FAST_BACKENDS)
+		return dsm_control_backends(control)[b].nrefs;
+	for (uint32_t i = 0; i < control->maxitems; i++)
+		if (dsm_item_word(&items[i]) & DSM_WORD_FAST_BIT(b))
+			n++;
+	return n;
+}
+
+/*
+ * Make slot's OTHERS bit agree with its refcnt (set iff refcnt >= 2) with
+ * an unlogged compare-and-swap (invariant 4).  If that leaves the word
+ * inactive, the last reference is gone: the slot is now moribund with busy
+ * = busy_as (logged), and true tells the caller to destroy the segment
+ * after the unlock.  Lock held, update begun, logged changes made.
+ */
+static bool
+dsm_ctl_sync_others(uint32_t slot, int32_t busy_as)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	uint64_t w = dsm_item_word(item);
+	bool was_active = DSM_WORD_ACTIVE(w);
+	uint64_t nw;
+
+	dsm_ctl_word_slot(slot);
+	do
+		nw = item->refcnt >= 2 ? (w | DSM_WORD_OTHERS) : (w & ~DSM_WORD_OTHERS);
+	while (nw != w &&
+		   !__atomic_compare_exchange_n(&item->word, &w, nw, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE));
+	(void) INJECTION_POINT("dsm-word-changed");
+	if (was_active && !DSM_WORD_ACTIVE(nw))
+	{
+		CTL_SET32(item->busy, busy_as);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Give backend b a reference to slot, which is active or (when its creator
+ * publishes it) moribund with busy already cleared.  Lock held, update
+ * begun.
+ */
+static void
+dsm_ctl_add_ref(uint32_t slot, int b)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+	if (dsm_backend_is_fast(b))
+	{
+		dsm_ctl_word_slot(slot);
+		__atomic_fetch_or(&item->word, DSM_WORD_FAST_BIT(b), __ATOMIC_SEQ_CST);
+		(void) INJECTION_POINT("dsm-word-changed");
+		return;
+	}
+	dsm_ctl_set_ref(b, slot, true);
+	CTL_SET32(item->refcnt, item->refcnt + 1);
+	(void) dsm_ctl_sync_others(slot, DSM_BUSY_NONE);
+}
+
+/*
+ * Take backend b's reference to slot away, if it has one.  Returns true if
+ * that was the last reference: the slot is then moribund with busy =
+ * busy_as, and the caller destroys the segment after the unlock.  Lock
+ * held, update begun.
+ */
+static bool
+dsm_ctl_drop_ref(uint32_t slot, int b, int32_t busy_as)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+	if (dsm_backend_is_fast(b))
+	{
+		uint64_t old;
+
+		dsm_ctl_word_slot(slot);
+		old = __atomic_fetch_and(&item->word, ~DSM_WORD_FAST_BIT(b), __ATOMIC_SEQ_CST);
+		(void) INJECTION_POINT("dsm-word-changed");
+		if ((old & DSM_WORD_FAST_BIT(b)) && !DSM_WORD_ACTIVE(old & ~DSM_WORD_FAST_BIT(b)))
+		{
+			CTL_SET32(item->busy, busy_as);
+			return true;
+		}
+		return false;
+	}
+	if (!dsm_control_ref_is_set(dsm_control, (uint32_t) b, slot))
+		return false;
+	dsm_ctl_set_ref(b, slot, false);
+	CTL_SET32(item->refcnt, item->refcnt - 1);
+	return dsm_ctl_sync_others(slot, busy_as);
 }
 
 static bool dsm_os_segment_exists(dsm_handle h);
@@ -608,7 +766,7 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 	if (!dsm_control_lock(WARNING))
 		return;
 	item = &dsm_control_items(dsm_control)[slot];
-	if (ALWAYS(item->handle == handle && item->refcnt == 1))
+	if (ALWAYS(dsm_item_handle(item) == handle && dsm_item_moribund(item)))
 	{
 		dsm_ctl_begin(DSM_INTENT_DETACH);
 		if (ok)
@@ -640,7 +798,7 @@ dsm_key_used_by_other(uint32_t slot, dsm_handle h)
 	if (dsm_impl_sysv_key(dsm_control_handle) == key)
 		return true;
 	for (uint32_t i = 0; i < dsm_control->maxitems; i++)
-		if (i != slot && items[i].refcnt != 0 && dsm_impl_sysv_key(items[i].handle) == key)
+		if (i != slot && items[i].refcnt != 0 && dsm_impl_sysv_key(dsm_item_handle(&items[i])) == key)
 			return true;
 	return false;
 }
@@ -659,7 +817,7 @@ static void
 dsm_ctl_settle_orphan(uint32_t slot)
 {
 	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
-	dsm_handle h = item->handle;
+	dsm_handle h = dsm_item_handle(item);
 	bool foreign = dsm_key_used_by_other(slot, h);
 
 	if (!foreign)
@@ -778,7 +936,8 @@ dsm_backend_shutdown(int code, Datum arg)
 		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
 
 		dsm_ctl_begin(DSM_INTENT_BACKEND);
-		if (b->nrefs == 0 && b->pid == (int32_t) getpid())
+		if (dsm_control_backend_nrefs(dsm_control, (uint32_t) index) == 0 &&
+			b->pid == (int32_t) getpid())
 			CTL_SET32(b->state, joined ? DSM_BACKEND_FREE : DSM_BACKEND_EXITED);
 		dsm_ctl_commit();
 		dsm_control_unlock();
@@ -906,13 +1065,21 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 		return 0;
 	items = dsm_control_items(dsm_control);
 	maxitems = dsm_control->maxitems;
+	/*
+	 * Take the lock once before peeking without it: if the backend died
+	 * holding it, that repairs its update, which may restore a reference
+	 * bit the peeks below must see.
+	 */
+	if (!dsm_control_lock(WARNING))
+		return 0;
+	dsm_control_unlock();
 	for (uint32_t slot = 0; slot < maxitems; slot++)
 	{
 		dsm_handle destroy = DSM_HANDLE_INVALID;
 
 		/* Cheap unlocked peek; re-checked under the lock. */
-		if (!dsm_ref_is_set(dsm_control, index, slot) &&
-			!(items[slot].refcnt == 1 && items[slot].busy == index))
+		if (!dsm_control_ref_is_set(dsm_control, (uint32_t) index, slot) &&
+			!(dsm_item_moribund(&items[slot]) && items[slot].busy == index))
 			continue;
 		if (!dsm_control_lock(WARNING))
 			return dropped;
@@ -923,22 +1090,15 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 			return dropped;
 		}
 		dsm_ctl_begin(DSM_INTENT_RECLAIM);
-		if (dsm_ref_is_set(dsm_control, index, slot))
+		if (dsm_control_ref_is_set(dsm_control, (uint32_t) index, slot))
 		{
-			dsm_ctl_set_ref(index, slot, false);
+			if (ALWAYS(dsm_item_active(&items[slot])) &&
+				dsm_ctl_drop_ref(slot, index, DSM_BUSY_SUPERVISOR))
+				destroy = dsm_item_handle(&items[slot]);
 			if (dropped++ == 1)
 				(void) INJECTION_POINT("supervisor-reap-mid-reclaim");
-			if (ALWAYS(items[slot].refcnt >= 2))
-			{
-				CTL_SET32(items[slot].refcnt, items[slot].refcnt - 1);
-				if (items[slot].refcnt == 1)
-				{
-					CTL_SET32(items[slot].busy, DSM_BUSY_SUPERVISOR);
-					destroy = items[slot].handle;
-				}
-			}
 		}
-		else if (items[slot].refcnt == 1 && items[slot].busy == index)
+		else if (dsm_item_moribund(&items[slot]) && items[slot].busy == index)
 			dsm_ctl_settle_orphan(slot);
 		dsm_ctl_commit();
 		dsm_control_unlock();
@@ -954,7 +1114,8 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
 
 		dsm_ctl_begin(DSM_INTENT_BACKEND);
-		if (b->nrefs == 0 && dsm_backend_slot_is(b, expect_pid, expect_start))
+		if (dsm_control_backend_nrefs(dsm_control, (uint32_t) index) == 0 &&
+			dsm_backend_slot_is(b, expect_pid, expect_start))
 		{
 			CTL_SET32(b->state, DSM_BACKEND_FREE);
 			CTL_SET32(b->pid, 0);
@@ -1111,7 +1272,7 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 						errmsg("could not lock the dynamic shared memory control segment"));
 			dsm_ctl_begin(DSM_INTENT_CREATE);
 			dsm_ctl_new_generation(slot);
-			handle = dsm_control_items(dsm_control)[slot].handle;
+			handle = dsm_item_handle(&dsm_control_items(dsm_control)[slot]);
 			dsm_ctl_commit();
 			dsm_control_unlock();
 		}
@@ -1181,7 +1342,7 @@ dsm_create(size_t size, int flags)
 		CTL_SET32(item->busy, dsm_backend_index);
 		CTL_SET64(item->size, size);
 		CTL_SET64(item->ctime, (uint64_t) time(NULL));
-		handle = item->handle;
+		handle = dsm_item_handle(item);
 	}
 	dsm_ctl_commit();
 	dsm_control_unlock();
@@ -1205,9 +1366,8 @@ dsm_create(size_t size, int flags)
 	{
 		item = &dsm_control_items(dsm_control)[slot];
 		dsm_ctl_begin(DSM_INTENT_CREATE);
-		CTL_SET32(item->refcnt, 2);
 		CTL_SET32(item->busy, DSM_BUSY_NONE);
-		dsm_ctl_set_ref(dsm_backend_index, slot, true);
+		dsm_ctl_add_ref(slot, dsm_backend_index); /* makes the word active: the last change */
 		dsm_ctl_commit();
 		dsm_control_unlock();
 	}
@@ -1254,23 +1414,42 @@ dsm_attach(dsm_handle h)
 	seg = dsm_segment_alloc();
 	seg->handle = h;
 
-	if (!dsm_control_lock(WARNING))
-	{
-		dsm_segment_free(seg);
-		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
-				errmsg("could not lock the dynamic shared memory control segment"));
-	}
 	item = &dsm_control_items(dsm_control)[slot];
-	if (item->handle == h && item->refcnt >= 2)
+	if (likely(dsm_backend_is_fast(dsm_backend_index)))
 	{
-		dsm_ctl_begin(DSM_INTENT_ATTACH);
-		CTL_SET32(item->refcnt, item->refcnt + 1);
-		(void) INJECTION_POINT("dsm-attach-after-refcount");
-		dsm_ctl_set_ref(dsm_backend_index, slot, true);
-		dsm_ctl_commit();
-		found = true;
+		/* Lock-free: set our bit in the word if it still names h and is active (dsm_int.h, 4). */
+		uint64_t w = dsm_item_word(item);
+
+		while (DSM_WORD_HANDLE(w) == h && DSM_WORD_ACTIVE(w))
+		{
+			if (__atomic_compare_exchange_n(&item->word, &w,
+											w | DSM_WORD_FAST_BIT(dsm_backend_index), false,
+											__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			{
+				found = true;
+				(void) INJECTION_POINT("dsm-attach-after-refcount");
+				break;
+			}
+		}
 	}
-	dsm_control_unlock();
+	else
+	{
+		if (!dsm_control_lock(WARNING))
+		{
+			dsm_segment_free(seg);
+			ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+					errmsg("could not lock the dynamic shared memory control segment"));
+		}
+		if (dsm_item_handle(item) == h && dsm_item_active(item))
+		{
+			dsm_ctl_begin(DSM_INTENT_ATTACH);
+			dsm_ctl_add_ref(slot, dsm_backend_index);
+			(void) INJECTION_POINT("dsm-attach-after-refcount");
+			dsm_ctl_commit();
+			found = true;
+		}
+		dsm_control_unlock();
+	}
 	if (!found)
 	{
 		/* Unknown, destroyed, or moribund (being created or destroyed). */
@@ -1355,22 +1534,35 @@ dsm_detach(dsm_segment *seg)
 
 	if (slot != DSM_NO_SLOT && dsm_control != NULL)
 	{
-		(void) INJECTION_POINT("dsm-detach-before-refcount");
-		if (dsm_control_lock(WARNING))
-		{
-			dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+		dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+		bool dropped = false;
 
-			if (ALWAYS(item->handle == seg->handle && item->refcnt >= 2))
+		(void) INJECTION_POINT("dsm-detach-before-refcount");
+		if (likely(dsm_backend_is_fast(dsm_backend_index)))
+		{
+			/* Lock-free unless ours is the last reference (dsm_int.h, invariant 4). */
+			uint64_t bit = DSM_WORD_FAST_BIT(dsm_backend_index);
+			uint64_t w = dsm_item_word(item);
+
+			while (DSM_WORD_HANDLE(w) == seg->handle && (w & bit) && DSM_WORD_ACTIVE(w & ~bit))
+			{
+				if (__atomic_compare_exchange_n(&item->word, &w, w & ~bit, false, __ATOMIC_SEQ_CST,
+												__ATOMIC_ACQUIRE))
+				{
+					dropped = true;
+					break;
+				}
+			}
+		}
+		if (!dropped && dsm_control_lock(WARNING))
+		{
+			if (ALWAYS(dsm_item_handle(item) == seg->handle && dsm_item_active(item) &&
+					   dsm_control_ref_is_set(dsm_control, (uint32_t) dsm_backend_index, slot)))
 			{
 				dsm_ctl_begin(DSM_INTENT_DETACH);
-				dsm_ctl_set_ref(dsm_backend_index, slot, false);
-				CTL_SET32(item->refcnt, item->refcnt - 1);
-				if (item->refcnt == 1)
-				{
-					/* Last reference: we destroy it; busy lets the supervisor finish if we die. */
-					CTL_SET32(item->busy, dsm_backend_index);
+				/* Last reference: we destroy it; busy lets the supervisor finish if we die. */
+				if (dsm_ctl_drop_ref(slot, dsm_backend_index, dsm_backend_index))
 					destroy = seg->handle;
-				}
 				dsm_ctl_commit();
 			}
 			dsm_control_unlock();
@@ -1541,6 +1733,7 @@ dsm_pin_segment(dsm_segment *seg)
 			dsm_ctl_begin(DSM_INTENT_PIN);
 			CTL_SET32(item->pinned, 1);
 			CTL_SET32(item->refcnt, item->refcnt + 1);
+			(void) dsm_ctl_sync_others(seg->control_slot, DSM_BUSY_NONE);
 			dsm_ctl_commit();
 		}
 	}
@@ -1580,18 +1773,14 @@ dsm_unpin_segment(dsm_handle h)
 		if (!dsm_control_lock(WARNING))
 			ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
 					errmsg("could not lock the dynamic shared memory control segment"));
-		if (item->handle == h && item->refcnt >= 2 && item->pinned)
+		if (dsm_item_handle(item) == h && dsm_item_active(item) && item->pinned)
 		{
 			ok = true;
 			dsm_ctl_begin(DSM_INTENT_PIN);
 			CTL_SET32(item->pinned, 0);
 			CTL_SET32(item->refcnt, item->refcnt - 1);
-			if (item->refcnt == 1)
-			{
-				CTL_SET32(item->busy, dsm_role == DSMKIT_ROLE_BACKEND ? dsm_backend_index
-																	  : DSM_BUSY_SUPERVISOR);
-				destroy = true;
-			}
+			destroy = dsm_ctl_sync_others(slot, dsm_role == DSMKIT_ROLE_BACKEND ? dsm_backend_index
+																			   : DSM_BUSY_SUPERVISOR);
 			dsm_ctl_commit();
 		}
 		dsm_control_unlock();
@@ -1713,8 +1902,8 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 		live = false;
 	for (uint32_t i = 0; i < maxitems; i++)
 	{
-		dsm_handle h = items[i].handle;
-		uint32_t refcnt = items[i].refcnt;
+		dsm_handle h = dsm_item_handle(&items[i]);
+		uint32_t refcnt = dsm_item_refcount(&items[i]);
 		void *priv = NULL;
 		void *addr = NULL;
 		size_t size = 0;
@@ -1725,19 +1914,23 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 			(void) INJECTION_POINT("supervisor-shutdown-mid");
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));
-		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, refcnt == 1 ? DEBUG1 : elevel);
+		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size,
+					dsm_item_moribund(&items[i]) ? DEBUG1 : elevel);
 		if (live)
 		{
 			/* One commit per change group keeps the undo log short. */
-			for (uint32_t b = 0; b < control->max_backends; b++)
+			for (uint32_t b = DSM_FAST_BACKENDS; b < control->max_backends; b++)
 			{
-				if (!dsm_ref_is_set(control, (int) b, i))
+				if (!dsm_control_ref_is_set(control, b, i))
 					continue;
 				dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
 				dsm_ctl_set_ref((int) b, i, false);
 				dsm_ctl_commit();
 			}
 			dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+			dsm_ctl_word_slot(i);
+			/* Inactive, fast bits and OTHERS dropped: the segment is gone. */
+			__atomic_store_n(&items[i].word, (uint64_t) h, __ATOMIC_SEQ_CST);
 			dsm_ctl_free_slot(i);
 			dsm_ctl_commit();
 		}
@@ -1907,7 +2100,7 @@ dsm_handle_listed(dsm_control_header *control, dsm_handle h)
 	if (slot >= control->maxitems)
 		return false;
 	item = &dsm_control_items(control)[slot];
-	return item->refcnt != 0 && item->handle == h;
+	return item->refcnt != 0 && dsm_item_handle(item) == h;
 }
 
 /* Report operating-system segments of this cluster that no slot lists. */
@@ -1967,7 +2160,7 @@ dsm_check_orphans(dsm_control_header *control, dsm_check_state *st, const char *
 
 					if (item->refcnt == 0)
 						continue;
-					dsm_impl_segment_name(item->handle, other, sizeof other);
+					dsm_impl_segment_name(dsm_item_handle(item), other, sizeof other);
 					listed = strcmp(name, other) == 0;
 				}
 				if (!listed)
@@ -2011,6 +2204,13 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 		if (bits != be->nrefs)
 			dsm_check_problem(st, "backend %u counts %u references but its bitmap has %u", b,
 							  be->nrefs, bits);
+		if (b < DSM_FAST_BACKENDS)
+		{
+			if (bits != 0)
+				dsm_check_problem(st, "backend %u uses the lock-free path but its bitmap has %u bits", b,
+								  bits);
+			bits = dsm_control_backend_nrefs(control, b);
+		}
 		if (be->state == DSM_BACKEND_RUNNING)
 			live[b] = dsm_process_alive(be->pid, be->start_time) || be->pid == (int32_t) getpid();
 		else if (be->state == DSM_BACKEND_STARTING)
@@ -2022,48 +2222,65 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 	for (uint32_t i = 0; i < control->maxitems; i++)
 	{
 		dsm_control_item *item = &items[i];
+		uint64_t w = dsm_item_word(item); /* one snapshot: fast bits change without the lock */
+		dsm_handle h = DSM_WORD_HANDLE(w);
+		uint32_t fast = DSM_WORD_FAST_MASK(w);
 		uint32_t holders = 0;
 		uint32_t any = 0;
 
 		for (uint32_t b = 0; b < control->max_backends; b++)
-			if (dsm_ref_is_set(control, (int) b, i))
+		{
+			bool set = b < DSM_FAST_BACKENDS ? (fast >> b) & 1
+											  : dsm_control_ref_is_set(control, b, i);
+
+			if (set)
 			{
 				any++;
 				if (live[b])
 					holders++;
 			}
+		}
 		if (item->refcnt == 0)
 		{
 			nfree++;
 			if (any != 0)
 				dsm_check_problem(st, "free slot %u is held by %u backends", i, any);
+			if (DSM_WORD_ACTIVE(w))
+				dsm_check_problem(st, "free slot %u is marked active", i);
 			continue;
 		}
-		if ((item->handle & ((1u << control->slot_bits) - 1)) != i)
-			dsm_check_problem(st, "slot %u holds handle %u of another slot", i, item->handle);
-		if (item->refcnt == 1)
+		if ((h & ((1u << control->slot_bits) - 1)) != i)
+			dsm_check_problem(st, "slot %u holds handle %u of another slot", i, h);
+		if (!DSM_WORD_ACTIVE(w))
 		{
 			if (any != 0)
-				dsm_check_problem(st, "moribund segment %u (slot %u) is held by %u backends",
-								  item->handle, i, any);
+				dsm_check_problem(st, "moribund segment %u (slot %u) is held by %u backends", h, i,
+								  any);
+			if (item->refcnt != 1)
+				dsm_check_problem(st, "moribund segment %u (slot %u) has reference count %u", h, i,
+								  item->refcnt);
 			if (item->busy >= 0 && ((uint32_t) item->busy >= control->max_backends ||
 									!live[item->busy]))
 				dsm_check_problem(st, "moribund segment %u (slot %u) waits for backend %d, which is gone",
-								  item->handle, i, item->busy);
+								  h, i, item->busy);
 			/* Nobody busy: a destroy failed and shutdown retries it, so the segment must exist. */
-			if (item->busy == DSM_BUSY_NONE && !dsm_os_segment_exists(item->handle))
+			if (item->busy == DSM_BUSY_NONE && !dsm_os_segment_exists(h))
 				dsm_check_problem(st, "moribund segment %u (slot %u) has no operating-system segment, so nobody will free its slot",
-								  item->handle, i);
+								  h, i);
 			continue;
 		}
-		if (item->refcnt != holders + (item->pinned ? 1 : 0) + 1)
+		if (item->refcnt + (uint32_t) __builtin_popcount(fast) != holders + (item->pinned ? 1 : 0) + 1)
 			dsm_check_problem(st,
 							  "segment %u (slot %u) has reference count %u, but %u live backends hold it%s",
-							  item->handle, i, item->refcnt, holders,
+							  h, i, item->refcnt + (uint32_t) __builtin_popcount(fast), holders,
 							  item->pinned ? " and it is pinned" : "");
-		if (!dsm_os_segment_exists(item->handle))
-			dsm_check_problem(st, "segment %u (slot %u) has no operating-system segment",
-							  item->handle, i);
+		if (((w & DSM_WORD_OTHERS) != 0) != (item->refcnt >= 2))
+			dsm_check_problem(st, "segment %u (slot %u) has reference count %u but its word says %s",
+							  h, i, item->refcnt,
+							  (w & DSM_WORD_OTHERS) ? "it is pinned or held by a slow backend"
+													: "only fast backends hold it");
+		if (!dsm_os_segment_exists(h))
+			dsm_check_problem(st, "segment %u (slot %u) has no operating-system segment", h, i);
 	}
 	if (nfree != control->nfree)
 		dsm_check_problem(st, "%u slots are free but the free list counts %u", nfree, control->nfree);

@@ -8,9 +8,10 @@
  * Control segment invariants (copied into doc/design.md):
  *
  *   1. Every change to the control segment is made by a process that holds
- *      control->lock, a process-shared robust pthread mutex.
+ *      control->lock, a process-shared robust pthread mutex, except the
+ *      lock-free attach and detach of invariant 4.
  *
- *   2. Each change is written through dsm_ctl_write(), which first appends
+ *   2. Each change (but those of invariant 4) is written through dsm_ctl_write(), which first appends
  *      the field's offset and old value to the undo log in control->intent
  *      and only then stores the new value; dsm_ctl_commit() empties the log
  *      before the lock is released.  So, at any instant, the segment equals
@@ -28,18 +29,37 @@
  *      the mutex consistent and goes on.  A commit point is therefore the
  *      only state any other process can ever observe.
  *
- *   4. Every committed state satisfies, for each slot i:
- *        refcnt 0: free; on the free list; no backend's bit i is set;
- *        refcnt 1: moribund (being created or destroyed); no bit set;
- *                  busy names the process doing it, so that the supervisor
- *                  can finish the job if that process dies;
- *        refcnt n >= 2: active; n = (backends whose bit i is set) +
- *                  pinned + 1.
- *      A backend sets its bit when it maps the segment and clears it when it
- *      unmaps it, in the same commit as the refcnt change.  This is what
- *      lets supervisor_reap() drop exactly a dead backend's references.
+ *   4. A slot's word (handle, fast holder bits, OTHERS bit; see
+ *      dsm_control_item) is the one field that changes without the lock:
+ *      backends 0..DSM_FAST_BACKENDS-1 attach and detach an active segment
+ *      with one compare-and-swap on it.  Those compare-and-swaps never make
+ *      an inactive word active or an active one inactive, so under the lock
+ *      "active" is stable and only a lock holder changes it.  A lock holder
+ *      writes an inactive word (nobody else touches it) through the undo
+ *      log, and an active one, or the transition between the two, with an
+ *      unlogged compare-and-swap, having first named the slot in
+ *      intent.slot; at most one slot per update.  The repair after its
+ *      death then re-derives that slot's word and busy from the rolled-back
+ *      fields (dsm_control_repair()).
  *
- *   5. Nobody raises ERROR while holding the lock (reports are made after
+ *   5. Every committed state satisfies, for each slot i:
+ *        free:     refcnt 0, word inactive, on the free list, no bit set;
+ *        moribund: refcnt 1, word inactive (being created or destroyed), no
+ *                  bit set; busy names the process doing it, so that the
+ *                  supervisor can finish the job if that process dies;
+ *        active:   word active; refcnt = 1 + pinned + (backends at or above
+ *                  DSM_FAST_BACKENDS whose bitmap bit i is set); OTHERS is
+ *                  set iff refcnt >= 2; the word's fast bits are the fast
+ *                  backends that map it.  So the segment lives while anyone
+ *                  maps or pins it, and whoever takes the last reference
+ *                  away makes it moribund and destroys it.
+ *      A backend's reference is its bit (fast bit in the word, or bitmap bit
+ *      with refcnt), set when it maps the segment and cleared when it unmaps
+ *      it.  A bit is set or cleared in one step, never left ambiguous by a
+ *      death, which is what lets supervisor_reap() drop exactly a dead
+ *      backend's references.
+
+ *   6. Nobody raises ERROR while holding the lock (reports are made after
  *      the unlock), so a live process never leaves the mutex held.
  */
 #ifndef DSMKIT_DSM_INT_H
@@ -55,7 +75,7 @@
 #include <dsmkit/supervisor.h>
 
 #define DSM_CONTROL_MAGIC 0x6b6d7364u /* "dsmk" in memory on little-endian */
-#define DSM_CONTROL_VERSION 1u
+#define DSM_CONTROL_VERSION 2u
 
 /* Limits on the configuration (they keep the control segment below 1 GB). */
 #define DSM_MAX_SEGMENTS_LIMIT 65534u
@@ -84,6 +104,20 @@
 
 #define DSM_UNDO_MAX 24
 
+/*
+ * Backends with an index below this attach and detach without the lock:
+ * their references are bits 32..62 of the slot's word.  The others use the
+ * lock, their reference bitmap and refcnt.
+ */
+#define DSM_FAST_BACKENDS 31
+
+/* The parts of a slot's word. */
+#define DSM_WORD_OTHERS ((uint64_t) 1 << 63)  /* refcnt >= 2: pinned or held by a slow backend */
+#define DSM_WORD_FAST_BIT(b) ((uint64_t) 1 << (32 + (b)))
+#define DSM_WORD_HANDLE(w) ((dsm_handle) ((w) & 0xffffffffu))
+#define DSM_WORD_FAST_MASK(w) ((uint32_t) ((w) >> 32) & 0x7fffffffu)
+#define DSM_WORD_ACTIVE(w) (((w) >> 32) != 0)   /* a fast holder or OTHERS */
+
 /* Shared memory: one entry of the undo log. */
 typedef struct dsm_control_undo
 {
@@ -98,18 +132,18 @@ typedef struct dsm_control_intent
 	uint32_t op;                          /* DSM_INTENT_*, NONE when no update is in progress */
 	int32_t backend;                      /* backend index of the updater, -1 for another process */
 	uint32_t nundo;                       /* valid entries in undo[]; 0 at every commit */
-	uint32_t pad;                         /* alignment */
+	uint32_t slot;                        /* slot whose word the update changes unlogged, or DSM_NO_SLOT */
 	dsm_control_undo undo[DSM_UNDO_MAX];  /* old values, oldest first */
 } dsm_control_intent;
 
 /* Shared memory: one segment slot. */
 typedef struct dsm_control_item
 {
-	dsm_handle handle;   /* handle of the segment in this slot (valid when refcnt > 0) */
-	uint32_t refcnt;     /* 2+ active (mappings + pin + 1), 1 moribund (being created or destroyed), 0 free */
+	uint64_t word;       /* bits 0-31: handle (valid when refcnt > 0); 32-62: fast holders; 63: OTHERS */
+	uint32_t refcnt;     /* 0 free, 1 moribund or active; active: 1 + pinned + slow holders */
 	uint32_t pinned;     /* 1 if dsm_pin_segment() holds a reference for the cluster */
 	uint32_t generation; /* bumped on every reuse; the handle's high bits; never 0 once used */
-	int32_t busy;        /* while refcnt is 1: backend index creating or destroying it, or DSM_BUSY_* */
+	int32_t busy;        /* while moribund: backend index creating or destroying it, or DSM_BUSY_* */
 	uint32_t next_free;  /* while refcnt is 0: next free slot, DSM_NO_SLOT at the end */
 	uint64_t size;       /* bytes, as created or last resized */
 	uint64_t ctime;      /* creation time, seconds since the epoch */
@@ -187,6 +221,46 @@ void dsm_control_destroy_all(dsm_control_header *control, int elevel);
 /* Accessors. */
 dsm_control_item *dsm_control_items(dsm_control_header *control);
 dsm_control_backend *dsm_control_backends(dsm_control_header *control);
+
+/* A slot's word, read atomically. */
+static inline uint64_t
+dsm_item_word(const dsm_control_item *item)
+{
+	return __atomic_load_n(&item->word, __ATOMIC_ACQUIRE);
+}
+
+static inline dsm_handle
+dsm_item_handle(const dsm_control_item *item)
+{
+	return DSM_WORD_HANDLE(dsm_item_word(item));
+}
+
+/* Slot states (invariant 5).  Exact under the lock; a snapshot otherwise. */
+static inline bool
+dsm_item_active(const dsm_control_item *item)
+{
+	return DSM_WORD_ACTIVE(dsm_item_word(item));
+}
+
+static inline bool
+dsm_item_moribund(const dsm_control_item *item)
+{
+	return item->refcnt != 0 && !dsm_item_active(item);
+}
+
+/* The reference count as users know it: mappings + pin + 1 (1 while moribund, 0 when free). */
+static inline uint32_t
+dsm_item_refcount(const dsm_control_item *item)
+{
+	return item->refcnt + (uint32_t) __builtin_popcount(DSM_WORD_FAST_MASK(dsm_item_word(item)));
+}
+
+/* After a repair's rollback: re-derive slot's word and busy (dsm.c explains; holder: the dead updater's backend index). */
+void dsm_control_reconcile_slot(dsm_control_header *control, uint32_t slot, int32_t holder);
+/* Does backend b hold a reference to slot i (its fast bit or its bitmap bit)? */
+bool dsm_control_ref_is_set(dsm_control_header *control, uint32_t b, uint32_t i);
+/* The number of segments backend b holds references to. */
+uint32_t dsm_control_backend_nrefs(dsm_control_header *control, uint32_t b);
 
 /*
  * Backend slots.  dsm_backend_reserve() takes a free slot for a spawned

@@ -64,6 +64,7 @@ static const char *const point_names[] = {
 	"dsm-detach-before-refcount",
 	"dsm-detach-before-destroy",
 	"dsm-control-locked",
+	"dsm-word-changed",           /* a lock holder changed a slot's word, before its commit */
 	"dsm-control-create",
 	"dsm-resize-before",
 	"dsm-pin-segment",

@@ -298,9 +298,42 @@ rollback_copy(dsm_control_header *copy)
 		else
 			memcpy((char *) copy + off, &u->old, sizeof u->old);
 	}
+	if (copy->intent.slot < copy->maxitems)
+		dsm_control_reconcile_slot(copy, copy->intent.slot, copy->intent.backend);
 	copy->intent.nundo = 0;
 	copy->intent.op = DSM_INTENT_NONE;
+	copy->intent.slot = DSM_NO_SLOT;
 	return ok;
+}
+
+/*
+ * Do two copies of a control segment agree, but for the fast holder bits
+ * of the slots' words, which backends change without the lock all the
+ * time?  (Each word is read as a whole either way; only a word's
+ * active/inactive state and handle matter for consistency with the rest.)
+ */
+static bool
+snapshot_equal(const char *a, const char *b, size_t size)
+{
+	const dsm_control_header *h = (const dsm_control_header *) a;
+	size_t items_end = h->item_offset + (size_t) h->maxitems * sizeof(dsm_control_item);
+	const uint64_t mask = ~((uint64_t) 0x7fffffffu << 32);
+
+	if (memcmp(a, b, h->item_offset) != 0 || memcmp(a + items_end, b + items_end, size - items_end) != 0)
+		return false;
+	for (uint32_t i = 0; i < h->maxitems; i++)
+	{
+		const dsm_control_item *x = (const dsm_control_item *) (a + h->item_offset) + i;
+		const dsm_control_item *y = (const dsm_control_item *) (b + h->item_offset) + i;
+		uint64_t xw = x->word;
+		uint64_t yw = y->word;
+
+		if (DSM_WORD_ACTIVE(xw) != DSM_WORD_ACTIVE(yw) || (xw & mask) != (yw & mask) ||
+			memcmp((const char *) x + sizeof x->word, (const char *) y + sizeof y->word,
+				   sizeof *x - sizeof x->word) != 0)
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -330,7 +363,7 @@ snapshot_control(const void *addr, size_t size, bool *committed)
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		memcpy(b, addr, size);
 		sane = dsm_control_segment_sane((dsm_control_header *) a, size);
-		stable = sane && memcmp(a, b, size) == 0;
+		stable = sane && snapshot_equal(a, b, size);
 	}
 	pfree(b);
 	if (!sane)
@@ -340,16 +373,6 @@ snapshot_control(const void *addr, size_t size, bool *committed)
 	}
 	*committed = rollback_copy((dsm_control_header *) a) && stable;
 	return (dsm_control_header *) a;
-}
-
-/* True if backend b's reference bitmap in control says it maps slot. */
-static bool
-snapshot_ref_is_set(dsm_control_header *control, uint32_t b, uint32_t slot)
-{
-	const uint32_t *map = (const uint32_t *) ((char *) control + control->refs_offset) +
-		(size_t) b * control->bitmap_words;
-
-	return (map[slot / 32] & (1u << (slot % 32))) != 0;
 }
 
 /* The name of a DSM_BACKEND_* state (a static string).  Never fails. */
@@ -414,7 +437,7 @@ fill_from_snapshot(DsmClusterInfo *info, dsm_control_header *control)
 		bi->alive = snapshot_backend_alive(be);
 		bi->joined = be->joined != 0;
 		bi->state = backend_state_name(be->state);
-		bi->nsegments = be->nrefs;
+		bi->nsegments = dsm_control_backend_nrefs(control, b);
 	}
 
 	n = 0;
@@ -432,23 +455,23 @@ fill_from_snapshot(DsmClusterInfo *info, dsm_control_header *control)
 		if (item->refcnt == 0)
 			continue;
 		si = &info->segments[info->nsegments++];
-		si->handle = item->handle;
+		si->handle = dsm_item_handle(item);
 		si->slot = i;
 		si->size = item->size;
-		si->refcnt = item->refcnt;
+		si->refcnt = dsm_item_refcount(item);
 		si->pinned = item->pinned != 0;
-		si->moribund = item->refcnt == 1;
+		si->moribund = dsm_item_moribund(item);
 		si->ctime = (time_t) item->ctime;
 		si->age = (item->ctime != 0 && (int64_t) item->ctime < (int64_t) info->inspected_at)
 			? (int64_t) info->inspected_at - (int64_t) item->ctime : 0;
-		dsm_impl_segment_name(item->handle, name, sizeof name);
+		dsm_impl_segment_name(dsm_item_handle(item), name, sizeof name);
 		si->os_name = pstrdup(name);
 		for (uint32_t b = 0; b < control->max_backends; b++)
-			if (snapshot_ref_is_set(control, b, i))
+			if (dsm_control_ref_is_set(control, b, i))
 				npids++;
 		si->pids = palloc(sizeof(pid_t) * (size_t) (npids > 0 ? npids : 1));
 		for (uint32_t b = 0; b < control->max_backends; b++)
-			if (snapshot_ref_is_set(control, b, i))
+			if (dsm_control_ref_is_set(control, b, i))
 				si->pids[si->npids++] = backends[b].pid;
 		info->slots_used++;
 		info->bytes += item->size;
@@ -672,10 +695,10 @@ cleanup_listed_segments(cleanup_state *cs, dsm_control_header *copy)
 
 		if (items[i].refcnt == 0)
 			continue;
-		dsm_impl_segment_name(items[i].handle, name, sizeof name);
-		if (dsm_impl_op(DSM_OP_DESTROY, items[i].handle, 0, &priv, &addr, &size,
-						items[i].refcnt == 1 ? DEBUG1 : WARNING))
-			cleanup_removed(cs, "removed segment %u \"%s\" (%llu bytes)", items[i].handle, name,
+		dsm_impl_segment_name(dsm_item_handle(&items[i]), name, sizeof name);
+		if (dsm_impl_op(DSM_OP_DESTROY, dsm_item_handle(&items[i]), 0, &priv, &addr, &size,
+						dsm_item_moribund(&items[i]) ? DEBUG1 : WARNING))
+			cleanup_removed(cs, "removed segment %u \"%s\" (%llu bytes)", dsm_item_handle(&items[i]), name,
 							(unsigned long long) items[i].size);
 	}
 }

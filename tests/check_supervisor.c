@@ -821,9 +821,10 @@ START_TEST(test_killed_lock_holder)
 END_TEST
 
 /*
- * Killed inside the lock half-way through an attach (after the refcount
- * went up, before its reference bit was set): the next locker rolls the
- * update back, so the counts stay exact.
+ * Killed right after an attach took its reference (for these lock-free
+ * backends, the compare-and-swap that set its bit in the slot's word): the
+ * reap drops exactly that reference, so the counts stay exact.
+ * test_slow_backends covers the same kill inside the lock.
  */
 static void
 rollback_a(Datum arg)
@@ -966,6 +967,8 @@ static const struct
 	{"dsm-detach-before-destroy", 0},
 	{"dsm-control-locked", 0},
 	{"dsm-control-locked", 1},
+	{"dsm-word-changed", 0}, /* B's last detach: word inactive, busy not yet set */
+	{"dsm-word-changed", 1}, /* B's create publishes: word active, not yet committed */
 };
 
 static const char *kill_point;
@@ -1028,6 +1031,172 @@ START_TEST(test_kill_at_dsm_points)
 			run_cluster(impls[_i], point_supervisor);
 		}
 	}
+	TU_TEST_END();
+}
+END_TEST
+
+/* ---- backends that attach and detach under the lock ----------------------------- */
+
+/*
+ * Backend slots from DSM_FAST_BACKENDS (31) on take the control lock to
+ * attach and detach, and their references count in the slot's refcnt
+ * rather than as bits of its word.  31 fillers take the lock-free slots
+ * (filler 0 creates the shared segment S); then slow backends, one at a
+ * time, run one scenario each and are reaped, and after each step the
+ * consistency check must pass and S's reference count must be exact.
+ */
+#define SLOW_FILLERS 31
+
+enum slow_mode
+{
+	SLOW_PLAIN,       /* attach S, pin it, detach: S stays, pinned */
+	SLOW_KILL_ATTACH, /* killed inside the lock after its attach changed the word */
+	SLOW_KILL_DETACH, /* killed inside the lock in a detach that is not the last */
+	SLOW_KILL_LAST,   /* creates T, killed inside the lock in its last detach */
+};
+
+static void
+slow_filler(Datum arg)
+{
+	if (DatumGetInt32(arg) == 0)
+	{
+		dsm_segment *s = dsm_create(8192, 0);
+
+		tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
+		ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1);
+		dsm_detach(s); /* lock-free: the pin keeps S */
+		tu_pipe_send(&ctx.to_sup, DONE);
+	}
+	(void) tu_pipe_recv(&ctx.to_b); /* until told to leave */
+}
+
+static void
+slow_backend(Datum arg)
+{
+	enum slow_mode mode = (enum slow_mode) DatumGetInt32(arg);
+	dsm_handle h = tu_pipe_recv(&ctx.to_test);
+	dsm_segment *s;
+
+	switch (mode)
+	{
+		case SLOW_PLAIN:
+			s = dsm_attach(h);
+			ck_assert_ptr_nonnull(s);
+			tu_pipe_send(&ctx.to_sup, 1);
+			ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
+			dsm_pin_segment(s);
+			dsm_detach(s);
+			tu_pipe_send(&ctx.to_sup, DONE);
+			return;
+		case SLOW_KILL_ATTACH:
+			InjectionPointAttach("dsm-attach-after-refcount", INJECTION_KILL, 0, 0, 1);
+			(void) dsm_attach(h);
+			break;
+		case SLOW_KILL_DETACH:
+			s = dsm_attach(h);
+			ck_assert_ptr_nonnull(s);
+			InjectionPointAttach("dsm-word-changed", INJECTION_KILL, 0, 0, 1);
+			dsm_detach(s);
+			break;
+		case SLOW_KILL_LAST:
+			s = dsm_create(4096, 0);
+			tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
+			ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
+			InjectionPointAttach("dsm-word-changed", INJECTION_KILL, 0, 0, 1);
+			dsm_detach(s);
+			break;
+	}
+	ck_abort_msg("slow backend mode %d survived its kill point", (int) mode);
+}
+
+/* The reference count dsm_cluster_inspect() shows for h (0: not listed); and the backend slot of pid in *index. */
+static uint32_t
+inspect_refcnt(dsm_handle h, pid_t pid, int *index)
+{
+	DsmClusterInfo *info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+	uint32_t refcnt = 0;
+
+	ck_assert(info->consistent);
+	for (int i = 0; i < info->nsegments; i++)
+		if (info->segments[i].handle == h)
+			refcnt = info->segments[i].refcnt;
+	for (int i = 0; index != NULL && i < info->nbackends; i++)
+		if (info->backends[i].pid == pid)
+			*index = info->backends[i].index;
+	dsm_cluster_info_free(info);
+	return refcnt;
+}
+
+static pid_t
+spawn_slow(enum slow_mode mode, dsm_handle h)
+{
+	pid_t pid = supervisor_spawn_backend(slow_backend, Int32GetDatum((int32_t) mode));
+	int index = -1;
+
+	(void) inspect_refcnt(h, pid, &index);
+	ck_assert_int_ge(index, SLOW_FILLERS);
+	tu_pipe_send(&ctx.to_test, h);
+	return pid;
+}
+
+static void
+slow_supervisor(void)
+{
+	dsm_handle h;
+	dsm_handle t;
+
+	for (int i = 0; i < SLOW_FILLERS; i++)
+		supervisor_spawn_backend(slow_filler, Int32GetDatum(i));
+	h = tu_pipe_recv(&ctx.to_sup);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 2); /* filler 0 + 1 */
+
+	spawn_slow(SLOW_PLAIN, h);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 3); /* filler 0, the slow backend, + 1 */
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	tu_pipe_send(&ctx.to_test, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 3); /* filler 0, the pin, + 1 */
+	tu_pipe_send(&ctx.to_a, 1); /* filler 0 detaches, lock-free */
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 2); /* the pin + 1 */
+	ck_assert_int_eq(tu_check_cluster(), 0);
+
+	spawn_slow(SLOW_KILL_ATTACH, h);
+	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 2);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+
+	spawn_slow(SLOW_KILL_DETACH, h);
+	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
+	ck_assert_uint_eq(inspect_refcnt(h, 0, NULL), 2);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	ck_assert(tu_seg_exists(h));
+
+	spawn_slow(SLOW_KILL_LAST, h);
+	t = tu_pipe_recv(&ctx.to_sup);
+	ck_assert_uint_eq(inspect_refcnt(t, 0, NULL), 2); /* the slow creator + 1 */
+	tu_pipe_send(&ctx.to_test, 1);
+	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
+	ck_assert(!tu_seg_exists(t)); /* the reap dropped the restored last reference */
+	ck_assert_uint_eq(inspect_refcnt(t, 0, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+
+	dsm_unpin_segment(h); /* the last reference: S goes */
+	ck_assert(!tu_seg_exists(h));
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	for (int i = 0; i < SLOW_FILLERS; i++)
+		tu_pipe_send(&ctx.to_b, 1);
+	while (supervisor_reap(true) > 0)
+		;
+}
+
+START_TEST(test_slow_backends)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+		run_cluster(impls[_i], slow_supervisor);
 	TU_TEST_END();
 }
 END_TEST
@@ -1463,6 +1632,7 @@ supervisor_suite(void)
 	tcase_add_loop_test(tc, test_rollback_after_kill_in_lock, 0, 3);
 	tcase_add_loop_test(tc, test_kill_mid_reclaim, 0, 3);
 	tcase_add_loop_test(tc, test_kill_at_dsm_points, 0, 3);
+	tcase_add_loop_test(tc, test_slow_backends, 0, 3);
 	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
