@@ -1461,7 +1461,10 @@ dsm_attach(dsm_handle h)
 
 	PG_TRY();
 	{
-		dsm_impl_op(DSM_OP_ATTACH, h, 0, &seg->impl_private, &seg->mapped_address,
+		/* The recorded size: our reference keeps the slot; a resize keeps it <= the real size. */
+		size_t size = (size_t) __atomic_load_n(&item->size, __ATOMIC_ACQUIRE);
+
+		dsm_impl_op(DSM_OP_ATTACH, h, size, &seg->impl_private, &seg->mapped_address,
 					&seg->mapped_size, ERROR);
 	}
 	PG_CATCH();
@@ -1597,14 +1600,33 @@ dsm_resowner_print(Datum res)
 	return psprintf("dynamic shared memory segment %u", seg->handle);
 }
 
+/* Record slot's size (attachers map what it says).  Never raises. */
+static void
+dsm_record_size(uint32_t slot, size_t size)
+{
+	if (dsm_control != NULL && dsm_control_lock(WARNING))
+	{
+		dsm_ctl_begin(DSM_INTENT_RESIZE);
+		CTL_SET64(dsm_control_items(dsm_control)[slot].size, size);
+		dsm_ctl_commit();
+		dsm_control_unlock();
+	}
+}
+
 /*
  * Resize (see dsm.h): the implementation changes the size and remaps; the
- * slot records the new size.  ERROR if the implementation cannot (System
- * V) or the system refuses; the mapping is then unchanged.
+ * slot records the new size, which dsm_attach() maps without asking the
+ * system.  So the record never exceeds the object: a shrink is recorded
+ * before the object shrinks, a growth after it grew (a kill in between
+ * leaves a record that is too small, which is safe).  ERROR if the
+ * implementation cannot (System V) or the system refuses; the mapping and
+ * the record are then unchanged.
  */
 void *
 dsm_resize(dsm_segment *seg, size_t size)
 {
+	uint32_t slot;
+	size_t recorded;
 	int e;
 
 	dsm_require_segment(seg, "dsm_resize");
@@ -1618,17 +1640,24 @@ dsm_resize(dsm_segment *seg, size_t size)
 	if (size == 0)
 		ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("cannot resize dynamic shared memory segment %u to size 0", seg->handle));
-	dsm_impl_op(DSM_OP_RESIZE, seg->handle, size, &seg->impl_private, &seg->mapped_address,
-				&seg->mapped_size, ERROR);
-	if (dsm_control != NULL && dsm_control_lock(WARNING))
+	slot = seg->control_slot;
+	recorded = (size_t) dsm_control_items(dsm_control)[slot].size;
+	if (size < recorded)
+		dsm_record_size(slot, size);
+	PG_TRY();
 	{
-		dsm_control_item *item = &dsm_control_items(dsm_control)[seg->control_slot];
-
-		dsm_ctl_begin(DSM_INTENT_RESIZE);
-		CTL_SET64(item->size, seg->mapped_size);
-		dsm_ctl_commit();
-		dsm_control_unlock();
+		dsm_impl_op(DSM_OP_RESIZE, seg->handle, size, &seg->impl_private, &seg->mapped_address,
+					&seg->mapped_size, ERROR);
 	}
+	PG_CATCH();
+	{
+		if (size < recorded)
+			dsm_record_size(slot, recorded); /* the implementation put the old size back */
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (size >= recorded)
+		dsm_record_size(slot, seg->mapped_size);
 	return seg->mapped_address;
 }
 

@@ -223,12 +223,13 @@ fd_create(const dsm_impl_fd_ops *ops, const char *name, size_t size, void **mapp
 }
 
 /*
- * ATTACH: map the existing object, its whole current size.  If the caller
- * already maps it (dsm_remap), the new mapping is made first and the old one
- * dropped after, so a failure leaves the old mapping as it was.
+ * ATTACH: map the existing object: known_size bytes, or with known_size 0
+ * its whole current size, which fstat tells.  If the caller already maps
+ * it (dsm_remap), the new mapping is made first and the old one dropped
+ * after, so a failure leaves the old mapping as it was.
  */
 static bool
-fd_attach(const dsm_impl_fd_ops *ops, const char *name, void **mapped_address,
+fd_attach(const dsm_impl_fd_ops *ops, const char *name, size_t known_size, void **mapped_address,
 		  size_t *mapped_size, int elevel)
 {
 	int fd;
@@ -243,23 +244,28 @@ fd_attach(const dsm_impl_fd_ops *ops, const char *name, void **mapped_address,
 		REPORT_ERRNO(elevel, errno, "could not open shared memory segment \"%s\": %m", name);
 		return false;
 	}
-	if (stat_retry(fd, &st, "dsm-impl-attach-fstat") != 0)
+	if (known_size > 0)
+		size = known_size;
+	else
 	{
-		err = errno;
-		close(fd);
-		REPORT_ERRNO(elevel, err, "could not stat shared memory segment \"%s\": %m", name);
-		return false;
+		if (stat_retry(fd, &st, "dsm-impl-attach-fstat") != 0)
+		{
+			err = errno;
+			close(fd);
+			REPORT_ERRNO(elevel, err, "could not stat shared memory segment \"%s\": %m", name);
+			return false;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+		{
+			close(fd);
+			ereport(elevel, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("could not map shared memory segment \"%s\": it is empty or not a regular file",
+						   name),
+					errdetail("Its creator may have died before sizing it."));
+			return false;
+		}
+		size = (size_t) st.st_size;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size <= 0)
-	{
-		close(fd);
-		ereport(elevel, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("could not map shared memory segment \"%s\": it is empty or not a regular file",
-					   name),
-				errdetail("Its creator may have died before sizing it."));
-		return false;
-	}
-	size = (size_t) st.st_size;
 	addr = map_retry(size, fd, "dsm-impl-attach-mmap");
 	if (addr == MAP_FAILED)
 	{
@@ -414,7 +420,7 @@ dsm_impl_fd_op(const dsm_impl_fd_ops *ops, const char *name, dsm_op op, size_t r
 		case DSM_OP_CREATE:
 			return fd_create(ops, name, request_size, mapped_address, mapped_size, elevel);
 		case DSM_OP_ATTACH:
-			return fd_attach(ops, name, mapped_address, mapped_size, elevel);
+			return fd_attach(ops, name, request_size, mapped_address, mapped_size, elevel);
 		case DSM_OP_DETACH:
 			return fd_detach(name, mapped_address, mapped_size, elevel);
 		case DSM_OP_RESIZE:

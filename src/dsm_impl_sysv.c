@@ -145,12 +145,13 @@ sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
 }
 
 /*
- * ATTACH: look the key up, learn the size with IPC_STAT, shmat.  A mapped
- * segment (dsm_remap) is attached anew before the old attachment is dropped.
+ * ATTACH: look the key up, learn the size with IPC_STAT unless the caller
+ * knows it (known_size > 0), shmat.  A mapped segment (dsm_remap) is
+ * attached anew before the old attachment is dropped.
  */
 static bool
-sysv_attach(uint32_t key, const char *name, void **impl_private, void **mapped_address,
-			size_t *mapped_size, int elevel)
+sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_private,
+			void **mapped_address, size_t *mapped_size, int elevel)
 {
 	int shmid;
 	int err;
@@ -164,13 +165,17 @@ sysv_attach(uint32_t key, const char *name, void **impl_private, void **mapped_a
 		REPORT_ERRNO(elevel, errno, "could not open shared memory segment \"%s\": %m", name);
 		return false;
 	}
-	do
-		rc = DSM_INJECT("sysv-shmctl", -1, shmctl(shmid, IPC_STAT, &ds));
-	while (rc < 0 && errno == EINTR);
-	if (rc != 0)
+	ds.shm_segsz = known_size;
+	if (known_size == 0)
 	{
-		REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m", name);
-		return false;
+		do
+			rc = DSM_INJECT("sysv-shmctl", -1, shmctl(shmid, IPC_STAT, &ds));
+		while (rc < 0 && errno == EINTR);
+		if (rc != 0)
+		{
+			REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m", name);
+			return false;
+		}
 	}
 	addr = shmat_retry(shmid);
 	if (addr == (void *) -1)
@@ -263,7 +268,8 @@ dsm_impl_sysv(dsm_op op, dsm_handle handle, const char *name, size_t request_siz
 			return sysv_create(key, name, request_size, impl_private, mapped_address, mapped_size,
 							   elevel);
 		case DSM_OP_ATTACH:
-			return sysv_attach(key, name, impl_private, mapped_address, mapped_size, elevel);
+			return sysv_attach(key, name, request_size, impl_private, mapped_address, mapped_size,
+							   elevel);
 		case DSM_OP_DETACH:
 			return sysv_detach(name, impl_private, mapped_address, mapped_size, elevel);
 		case DSM_OP_RESIZE:

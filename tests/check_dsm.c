@@ -469,6 +469,15 @@ resize_a(Datum arg)
 	}
 	tu_pipe_send(&ctx.to_b, 2);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 3);
+	if (ctx.impl != DSM_IMPL_SYSV)
+	{
+		/* Shrink: a new attach maps the new, smaller size. */
+		p = dsm_resize(seg, 8192);
+		ck_assert_uint_eq(dsm_segment_map_length(seg), 8192);
+		ck_assert_str_eq(p, "head");
+	}
+	tu_pipe_send(&ctx.to_b, 4);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 5);
 	dsm_detach(seg);
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
@@ -476,7 +485,8 @@ resize_a(Datum arg)
 static void
 resize_b(Datum arg)
 {
-	dsm_segment *seg = dsm_attach(tu_pipe_recv(&ctx.to_b));
+	dsm_handle h = tu_pipe_recv(&ctx.to_b);
+	dsm_segment *seg = dsm_attach(h);
 	char *p;
 
 	(void) arg;
@@ -493,7 +503,21 @@ resize_b(Datum arg)
 		ck_assert_str_eq(p + (1 << 19), "tail");
 	}
 	dsm_detach(seg);
+	/* A new attach maps the size the slot recorded at the resize. */
+	seg = dsm_attach(h);
+	ck_assert_ptr_nonnull(seg);
+	ck_assert_uint_eq(dsm_segment_map_length(seg), ctx.impl == DSM_IMPL_SYSV ? 4096 : 1 << 20);
+	if (ctx.impl != DSM_IMPL_SYSV)
+		ck_assert_str_eq((char *) dsm_segment_address(seg) + (1 << 19), "tail");
+	dsm_detach(seg);
 	tu_pipe_send(&ctx.to_a, 3);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 4);
+	seg = dsm_attach(h);
+	ck_assert_ptr_nonnull(seg);
+	ck_assert_uint_eq(dsm_segment_map_length(seg), ctx.impl == DSM_IMPL_SYSV ? 4096 : 8192);
+	ck_assert_str_eq(dsm_segment_address(seg), "head");
+	dsm_detach(seg);
+	tu_pipe_send(&ctx.to_a, 5);
 	tu_pipe_send(&ctx.to_sup, DONE);
 }
 
@@ -609,6 +633,20 @@ END_TEST
 
 /* ---- bad arguments ------------------------------------------------------------ */
 
+/* The size the control segment records for h, as dsm_cluster_inspect() shows it (0: not listed). */
+static uint64_t
+recorded_size(dsm_handle h)
+{
+	DsmClusterInfo *info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+	uint64_t size = 0;
+
+	for (int i = 0; i < info->nsegments; i++)
+		if (info->segments[i].handle == h)
+			size = info->segments[i].size;
+	dsm_cluster_info_free(info);
+	return size;
+}
+
 /*
  * Garbage handles find nothing; a NULL segment is an ERROR that names the
  * function (dsm_detach(NULL), which never raises, is a WARNING and does
@@ -634,6 +672,16 @@ bad_args_a(Datum arg)
 	{
 		EXPECT_ERROR(dsm_resize(seg, SIZE_MAX), 0, "could not resize");
 		ck_assert_uint_eq(dsm_segment_map_length(seg), 4096); /* unchanged */
+		ck_assert_uint_eq(recorded_size(h), 4096);
+		if (InjectionPointsEnabled())
+		{
+			/* A failed shrink puts the recorded size back (it was lowered before the truncate). */
+			InjectionPointAttach("dsm-impl-resize", INJECTION_FAIL_ERRNO, EIO, 0, 1);
+			EXPECT_ERROR(dsm_resize(seg, 1024), 0, "could not resize");
+			InjectionPointDetachAll();
+			ck_assert_uint_eq(dsm_segment_map_length(seg), 4096);
+			ck_assert_uint_eq(recorded_size(h), 4096);
+		}
 	}
 	EXPECT_ERROR(dsm_resize(NULL, 4096), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_resize");
 	EXPECT_ERROR(dsm_remap(NULL), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_remap");

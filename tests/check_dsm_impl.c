@@ -362,6 +362,24 @@ START_TEST(test_lifecycle)
 
 	/* Attach again: the data is still there. */
 	must(DSM_OP_ATTACH, a.h, 0, &s);
+	ck_assert_uint_eq(s.size, 65536); /* size 0: asked the system */
+	ck_assert_str_eq((char *) s.addr + 1000, "from child");
+	must(DSM_OP_DETACH, a.h, 0, &s);
+
+	/* A known size is mapped as given, without asking the system (a failing stat is never reached). */
+	if (InjectionPointsEnabled())
+	{
+		InjectionPointAttach(impl == DSM_IMPL_SYSV ? "sysv-shmctl" : "dsm-impl-attach-fstat",
+							 INJECTION_FAIL_ERRNO, EIO, 0, -1);
+		must(DSM_OP_ATTACH, a.h, 4096, &s);
+		ck_assert_int_eq(InjectionPointPasses(impl == DSM_IMPL_SYSV ? "sysv-shmctl"
+																	: "dsm-impl-attach-fstat"),
+						 0);
+		InjectionPointDetachAll();
+	}
+	else
+		must(DSM_OP_ATTACH, a.h, 4096, &s);
+	ck_assert_uint_eq(s.size, 4096);
 	ck_assert_str_eq((char *) s.addr + 1000, "from child");
 	must(DSM_OP_DESTROY, a.h, 0, &s);
 	ck_assert_ptr_null(s.addr);
@@ -910,7 +928,10 @@ START_TEST(test_injected_errnos)
 		before = s;
 
 		InjectionPointAttach(c->point, INJECTION_FAIL_ERRNO, err, 0, 1);
-		r = run_op(c->op, h, c->op == DSM_OP_RESIZE ? INJ_RESIZE : INJ_SIZE, &s, ERROR);
+		/* ATTACH with size 0 asks the system for the size (the stat points). */
+		r = run_op(c->op, h,
+				   c->op == DSM_OP_RESIZE ? INJ_RESIZE : c->op == DSM_OP_ATTACH ? 0 : INJ_SIZE, &s,
+				   ERROR);
 		ck_assert_msg(InjectionPointPasses(c->point) >= 1, "%s was not passed", c->point);
 		InjectionPointDetachAll();
 

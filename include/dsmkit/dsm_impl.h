@@ -87,7 +87,10 @@ DSMKIT_API int dsm_impl_segment_name(dsm_handle handle, char *buf, size_t buflen
  *    quietly, returning false without a report, so the caller can choose
  *    another handle), map it, and return it in *mapped_address and
  *    *mapped_size.
- *  - ATTACH: map an existing segment (its whole current size).
+ *  - ATTACH: map an existing segment: request_size bytes, or with
+ *    request_size 0 its whole current size, which the system is asked for
+ *    (one more system call; dsm_attach() passes the size the control
+ *    segment records).
  *  - DETACH: unmap it.
  *  - RESIZE: change its size to request_size and remap (may move).
  *  - DESTROY: unmap if mapped, then remove the segment.
