@@ -41,9 +41,11 @@ typedef void (*on_dsm_detach_callback)(dsm_segment *seg, Datum arg);
 DSMKIT_API dsm_segment *dsm_create(size_t size, int flags);
 
 /*
- * Map the segment with handle h.  Returns NULL if no such segment exists
- * (or it is being destroyed).  ERROR if this process has it mapped
- * already (use dsm_find_mapping() first) or the system refuses.
+ * Map the segment with handle h, at the size the control segment records.
+ * Returns NULL if no such segment exists (or it is being destroyed).
+ * ERROR if this process has it mapped already (use dsm_find_mapping()
+ * first) or the system refuses.  In backend slots 0-30 the reference is
+ * taken with one atomic operation, without the control lock.
  */
 DSMKIT_API dsm_segment *dsm_attach(dsm_handle h);
 
@@ -54,7 +56,11 @@ DSMKIT_API dsm_segment *dsm_attach(dsm_handle h);
  */
 DSMKIT_API void dsm_detach(dsm_segment *seg);
 
-/* Change the segment's size and return the (possibly new) address. */
+/*
+ * Change the segment's size and return the (possibly new) address; later
+ * attaches map the new size.  Other processes that map the old size must
+ * stop touching pages beyond a new, smaller end before a shrink (SIGBUS).
+ */
 DSMKIT_API void *dsm_resize(dsm_segment *seg, size_t size);
 /* Remap after another process resized; returns the (possibly new) address. */
 DSMKIT_API void *dsm_remap(dsm_segment *seg);

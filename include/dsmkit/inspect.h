@@ -36,7 +36,7 @@ typedef struct DsmBackendInfo
 	bool alive;         /* the process runs (pid and start time match) */
 	bool joined;        /* came through backend_join(), not spawned */
 	const char *state;  /* "starting", "running" or "exited" (static string) */
-	uint32_t nsegments; /* segments it maps, from its reference bitmap */
+	uint32_t nsegments; /* segments it maps, from its reference bits */
 } DsmBackendInfo;
 
 /* Process-local: one segment slot in use, as seen in the snapshot. */
@@ -49,7 +49,7 @@ typedef struct DsmSegmentInfo
 	bool pinned;       /* dsm_pin_segment() keeps it */
 	bool moribund;     /* refcnt 1: being created or destroyed */
 	int npids;         /* entries in pids */
-	pid_t *pids;       /* the backends whose reference bitmap says they map it */
+	pid_t *pids;       /* the backends whose reference bits say they map it */
 	time_t ctime;      /* creation time (seconds since the epoch) */
 	int64_t age;       /* seconds from ctime to the inspection, never negative */
 	char *os_name;     /* dsm_impl_segment_name() of the handle */
