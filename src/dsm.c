@@ -100,6 +100,7 @@ static bool dsm_segment_pool_ready = false;
 static int dsm_repair_pending_backend = INT32_MIN;
 static uint32_t dsm_repair_pending_op = 0;
 static uint32_t dsm_repair_pending_nundo = 0;
+static uint32_t dsm_repair_pending_slot = DSM_NO_SLOT;
 
 static void dsm_resowner_release(Datum res);
 static char *dsm_resowner_print(Datum res);
@@ -393,10 +394,11 @@ dsm_ctl_write(void *field, uint32_t width, uint64_t value)
 	dsm_store_barrier();
 	intent->nundo = n + 1;
 	dsm_store_barrier();
+	/* Atomic stores: slot words are read without the lock (dsm_int.h, invariant 4). */
 	if (width == 8)
-		*(volatile uint64_t *) field = value;
+		__atomic_store_n((uint64_t *) field, value, __ATOMIC_RELEASE);
 	else
-		*(volatile uint32_t *) field = (uint32_t) value;
+		__atomic_store_n((uint32_t *) field, (uint32_t) value, __ATOMIC_RELEASE);
 	dsm_store_barrier();
 }
 
@@ -421,8 +423,9 @@ dsm_ctl_commit(void)
  * segment lives (busy none).  An inactive word on a slot that was live
  * means that the dead process took its last reference away: the slot
  * becomes that process's unfinished destroy (busy = its backend index,
- * which the supervisor's reap settles) or, for a process that was no
- * backend, the supervisor's at shutdown.  Never fails.
+ * which the supervisor's reap settles) or, when it was the supervisor
+ * (no backend index), the supervisor's, which the next start-up's
+ * cleanup finishes.  Never fails.
  */
 void
 dsm_control_reconcile_slot(dsm_control_header *control, uint32_t slot, int32_t holder)
@@ -441,7 +444,7 @@ dsm_control_reconcile_slot(dsm_control_header *control, uint32_t slot, int32_t h
 		item->busy = DSM_BUSY_NONE;
 	else if (item->busy == DSM_BUSY_NONE)
 		item->busy = (holder >= 0 && (uint32_t) holder < control->max_backends) ? holder
-																				 : DSM_BUSY_NONE;
+																				 : DSM_BUSY_SUPERVISOR;
 }
 
 /*
@@ -467,9 +470,9 @@ dsm_control_repair(dsm_control_header *control)
 		if ((uint64_t) u->offset + u->width > control->total_size)
 			continue;
 		if (u->width == 8)
-			*(volatile uint64_t *) field = u->old;
+			__atomic_store_n((uint64_t *) field, u->old, __ATOMIC_RELEASE);
 		else if (u->width == 4)
-			*(volatile uint32_t *) field = (uint32_t) u->old;
+			__atomic_store_n((uint32_t *) field, (uint32_t) u->old, __ATOMIC_RELEASE);
 	}
 	for (uint32_t b = 0; b < control->max_backends; b++)
 	{
@@ -511,6 +514,8 @@ dsm_control_lock(int elevel)
 		dsm_repair_pending_backend = dsm_control->intent.backend;
 		dsm_repair_pending_op = dsm_control->intent.op;
 		dsm_repair_pending_nundo = dsm_control->intent.nundo;
+		dsm_repair_pending_slot = dsm_control->intent.op != DSM_INTENT_NONE ? dsm_control->intent.slot
+																			: DSM_NO_SLOT;
 		dsm_control_repair(dsm_control);
 		rc = pthread_mutex_consistent(&dsm_control->lock);
 	}
@@ -538,7 +543,7 @@ dsm_control_unlock(void)
 		uint32_t op = dsm_repair_pending_op;
 
 		dsm_repair_pending_backend = INT32_MIN;
-		if (dsm_repair_pending_nundo == 0)
+		if (dsm_repair_pending_nundo == 0 && dsm_repair_pending_slot == DSM_NO_SLOT)
 			ereport(LOG, errmsg("took over the dynamic shared memory control lock from a dead holder"),
 					errdetail("The holder was backend %d; it had changed nothing.", backend));
 		else
@@ -1936,15 +1941,29 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 		void *priv = NULL;
 		void *addr = NULL;
 		size_t size = 0;
+		bool moribund;
 
 		if (refcnt == 0)
 			continue;
-		if (destroyed++ == 1)
-			(void) INJECTION_POINT("supervisor-shutdown-mid");
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));
-		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size,
-					dsm_item_moribund(&items[i]) ? DEBUG1 : elevel);
+		moribund = dsm_item_moribund(&items[i]);
+		if (live && !moribund)
+		{
+			/*
+			 * Backends may still run: make the slot moribund first (the word
+			 * inactive), so that no lock-free attach succeeds from here on.
+			 */
+			dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+			CTL_SET32(items[i].refcnt, 1);
+			CTL_SET32(items[i].busy, DSM_BUSY_SUPERVISOR);
+			dsm_ctl_word_slot(i);
+			__atomic_store_n(&items[i].word, (uint64_t) h, __ATOMIC_SEQ_CST);
+			dsm_ctl_commit();
+		}
+		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, moribund ? DEBUG1 : elevel);
+		if (++destroyed == 1)
+			(void) INJECTION_POINT("supervisor-shutdown-mid"); /* first one destroyed, slot not yet freed */
 		if (live)
 		{
 			/* One commit per change group keeps the undo log short. */
@@ -1957,9 +1976,6 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 				dsm_ctl_commit();
 			}
 			dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
-			dsm_ctl_word_slot(i);
-			/* Inactive, fast bits and OTHERS dropped: the segment is gone. */
-			__atomic_store_n(&items[i].word, (uint64_t) h, __ATOMIC_SEQ_CST);
 			dsm_ctl_free_slot(i);
 			dsm_ctl_commit();
 		}

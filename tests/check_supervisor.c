@@ -1314,6 +1314,81 @@ START_TEST(test_kill_during_shutdown)
 }
 END_TEST
 
+/*
+ * A backend that still runs while the supervisor shuts down: once the
+ * shutdown has destroyed a segment (the supervisor waits right there, its
+ * slot not yet freed, holding the control lock), attaching that handle
+ * returns NULL without the lock: the slot was made moribund before the
+ * destroy, so the lock-free attach cannot take a reference to a segment
+ * that is gone.
+ */
+static void
+late_creator(Datum arg)
+{
+	(void) arg;
+	for (int i = 0; i < 2; i++)
+	{
+		dsm_segment *s = dsm_create(4096, 0);
+
+		if (i == 0)
+			tu_pipe_send(&ctx.to_sup, dsm_segment_handle(s));
+		dsm_pin_segment(s);
+		dsm_detach(s);
+	}
+}
+
+static void
+late_attacher(Datum arg)
+{
+	dsm_handle h;
+
+	(void) arg;
+	tu_pipe_send(&ctx.to_sup, 1); /* running: no longer needs the lock to start */
+	h = tu_pipe_recv(&ctx.to_b);
+	tu_pipe_send(&ctx.to_test, dsm_attach(h) == NULL ? 1 : 0);
+	/* The exit hook waits for the control lock until the supervisor is killed. */
+}
+
+static void
+late_supervisor_fn(void *arg)
+{
+	dsm_handle h;
+
+	(void) arg;
+	start_supervisor();
+	supervisor_spawn_backend(late_creator, 0);
+	h = tu_pipe_recv(&ctx.to_sup);
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	supervisor_spawn_backend(late_attacher, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	tu_pipe_send(&ctx.to_test, h);
+	InjectionPointAttach("supervisor-shutdown-mid", INJECTION_WAIT, ctx.bytes.wr, 0, 1);
+	proc_exit(0);
+}
+
+START_TEST(test_attach_during_shutdown)
+{
+	pid_t sup;
+	dsm_handle h;
+
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		begin_cluster(impls[_i]);
+		sup = tu_fork(late_supervisor_fn, NULL);
+		h = tu_pipe_recv(&ctx.to_test);
+		tu_read_byte(ctx.bytes.rd); /* the first segment is destroyed, the slot not yet freed */
+		tu_pipe_send(&ctx.to_b, h);
+		ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1); /* NULL, not an ERROR */
+		kill(sup, SIGKILL);
+		ck_assert(WIFSIGNALED(tu_wait_child(sup)));
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+		end_cluster();
+	}
+	TU_TEST_END();
+}
+END_TEST
+
 /* Kills at each start-up point: the next start-up cleans. */
 static const char *const startup_points[] = {
 	"supervisor-startup-after-cleanup",
@@ -1635,6 +1710,7 @@ supervisor_suite(void)
 	tcase_add_loop_test(tc, test_slow_backends, 0, 3);
 	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
+	tcase_add_loop_test(tc, test_attach_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
