@@ -378,7 +378,7 @@ dsm_ctl_word_slot(uint32_t slot)
  * the new one.  Aborts the process if the log is full, a programming error
  * that would otherwise make the segment unrepairable.
  */
-static void
+static inline __attribute__((always_inline)) void
 dsm_ctl_write(void *field, uint32_t width, uint64_t value)
 {
 	dsm_control_intent *intent = &dsm_control->intent;
