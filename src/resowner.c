@@ -814,6 +814,22 @@ error_owner_releasing(ResourceOwner owner, const char *action, const ResourceOwn
 }
 
 /*
+ * The ERROR for a kind that is NULL or cannot release (no name or no
+ * ReleaseResource): the owner could neither report nor release it.
+ */
+static DSMKIT_NORETURN void
+error_bad_kind(ResourceOwner owner, const char *action, const ResourceOwnerDesc *kind)
+{
+	ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			errmsg("cannot %s a resource in resource owner \"%s\": %s", action, owner->name,
+				   kind == NULL ? "its kind is NULL"
+								: "its kind has no name or no ReleaseResource function"));
+	pg_unreachable();
+}
+
+#define KIND_IS_BAD(kind) ((kind) == NULL || (kind)->name == NULL || (kind)->ReleaseResource == NULL)
+
+/*
  * ResourceOwnerEnlarge: make sure the next ResourceOwnerRemember() on
  * owner cannot fail.  Call it before acquiring the resource.  When the
  * inline array is full its contents move to the hash table, which is
@@ -852,9 +868,10 @@ ResourceOwnerRemember(ResourceOwner owner, Datum value, const ResourceOwnerDesc 
 {
 	if (owner == NULL)
 		return;
-	Assert(kind != NULL);
-	if (unlikely(owner->narr >= RESOWNER_ARRAY_SIZE || owner->releasing))
+	if (unlikely(owner->narr >= RESOWNER_ARRAY_SIZE || owner->releasing || KIND_IS_BAD(kind)))
 	{
+		if (KIND_IS_BAD(kind))
+			error_bad_kind(owner, "remember", kind);
 		if (owner->releasing)
 			error_owner_releasing(owner, "remember", kind);
 		ereport(ERROR, errcode(ERRCODE_INTERNAL_ERROR),
@@ -881,6 +898,8 @@ ResourceOwnerForget(ResourceOwner owner, Datum value, const ResourceOwnerDesc *k
 
 	if (owner == NULL)
 		return;
+	if (unlikely(KIND_IS_BAD(kind)))
+		error_bad_kind(owner, "forget", kind);
 	if (unlikely(owner->releasing))
 		error_owner_releasing(owner, "forget", kind);
 

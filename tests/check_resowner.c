@@ -298,6 +298,19 @@ START_TEST(test_forget_unknown)
 	ck_assert_int_eq(caught, 4);
 	ck_assert_str_eq(e.message, "resource 0x2 of kind \"akind\" is not remembered by resource owner \"child\"");
 
+	/* A NULL kind, or one that could not be released: ERROR, nothing changes. */
+	{
+		static const ResourceOwnerDesc no_release = {.name = "broken"};
+
+		ResourceOwnerEnlarge(p);
+		EXPECT_ERROR(ResourceOwnerRemember(p, Int32GetDatum(5), NULL), ERRCODE_INVALID_PARAMETER_VALUE,
+					 "cannot remember a resource in resource owner \"parent\": its kind is NULL");
+		EXPECT_ERROR(ResourceOwnerRemember(p, Int32GetDatum(5), &no_release),
+					 ERRCODE_INVALID_PARAMETER_VALUE, "no ReleaseResource function");
+		EXPECT_ERROR(ResourceOwnerForget(p, Int32GetDatum(1), NULL), ERRCODE_INVALID_PARAMETER_VALUE,
+					 "cannot forget a resource in resource owner \"parent\": its kind is NULL");
+	}
+
 	/* Nothing was lost on the way. */
 	rec_reset();
 	ResourceOwnerReleaseAll(p, false);

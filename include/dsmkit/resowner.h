@@ -160,7 +160,11 @@ DSMKIT_API void ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newpar
  * ERROR on out of memory.
  */
 DSMKIT_API void ResourceOwnerEnlarge(ResourceOwner owner);
-/* Remember a resource; never fails after ResourceOwnerEnlarge (ERROR without it). */
+/*
+ * Remember a resource; never fails after ResourceOwnerEnlarge (ERROR
+ * without it, or with a kind that is NULL or lacks a name or a
+ * ReleaseResource function).
+ */
 DSMKIT_API void ResourceOwnerRemember(ResourceOwner owner, Datum value, const ResourceOwnerDesc *kind);
 /*
  * Forget a resource; ERROR if (value, kind) is not remembered by owner
