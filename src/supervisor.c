@@ -70,7 +70,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -769,11 +771,153 @@ wait_for_old_backends(dsm_control_header *control, const char *directory, pid_t 
 }
 
 /*
+ * Clean up through an old control segment mapped at addr (size bytes):
+ * if it is sane, wait for the backends it lists (ERROR as described for
+ * cleanup_previous_cluster() if any still runs; the mapping is dropped
+ * first with detach_handle's DETACH), then destroy every segment it
+ * lists.  Returns false if it is not sane (nothing done).  The caller has
+ * configured the old cluster's implementation.  control_handle
+ * DSM_HANDLE_INVALID: the caller unmaps it itself.
+ */
+static bool
+cleanup_through_control(void *addr, size_t size, const char *directory, dsm_handle control_handle,
+						void **priv)
+{
+	pid_t shown[OLD_BACKENDS_SHOWN];
+	int live;
+
+	if (!dsm_control_segment_sane(addr, size))
+		return false;
+	live = wait_for_old_backends(addr, directory, shown, OLD_BACKENDS_SHOWN);
+	if (live > 0)
+	{
+		char list[OLD_BACKENDS_SHOWN * 16 + 16];
+		size_t used = 0;
+		pid_t old_supervisor = ((dsm_control_header *) addr)->supervisor_pid;
+
+		list[0] = '\0';
+		for (int k = 0; k < live && k < OLD_BACKENDS_SHOWN; k++)
+			used += (size_t) snprintf(list + used, sizeof list - used, "%s%d", k > 0 ? ", " : "",
+									  (int) shown[k]);
+		if (live > OLD_BACKENDS_SHOWN)
+			snprintf(list + used, sizeof list - used, ", ...");
+		if (control_handle != DSM_HANDLE_INVALID)
+			dsm_impl_op(DSM_OP_DETACH, control_handle, 0, priv, &addr, &size, LOG);
+		ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("backends of a previous supervisor are still running in \"%s\"", directory),
+				live == 1
+				? errdetail("Backend process %s of the dead supervisor %d still runs "
+							"and may map its segments.",
+							list, (int) old_supervisor)
+				: errdetail("%d backend processes of the dead supervisor %d still run "
+							"(pids %s) and may map its segments.",
+							live, (int) old_supervisor, list),
+				errhint("Stop them (or kill them) and start again."));
+	}
+	ereport(LOG, errmsg("cleaning up after a crashed supervisor of \"%s\"", directory));
+	dsm_control_destroy_all(addr, LOG);
+	return true;
+}
+
+/*
+ * System V segments have no names to sweep, so without a usable state
+ * file a dead System V cluster's segments would stay: find its control
+ * segment instead.  It is a System V segment whose key carries this
+ * cluster's tag and whose contents are a sane control segment of this
+ * cluster id for System V (the tag alone is only 16 bits, so other
+ * clusters' segments may carry it too; those are only looked at, read
+ * only, and left alone).  Each such segment is cleaned up through as at a
+ * normal restart and then removed.  Never raises, except the ERROR of
+ * cleanup_through_control() for backends that still run.
+ */
+static void
+cleanup_sysv_control_by_tag(const char *directory, uint32_t cluster)
+{
+	FILE *f = fopen("/proc/sysvipc/shm", "re");
+	uint32_t tag = ((cluster >> 16) ^ (cluster & 0xffff)) & 0xffff;
+	char line[512];
+	key_t *keys = NULL;
+	int nkeys = 0;
+	int maxkeys = 0;
+
+	if (f == NULL)
+		return;
+	/* The keys first (removing segments while /proc lists them could skip some). */
+	if (fgets(line, sizeof line, f) != NULL)
+	{
+		while (fgets(line, sizeof line, f) != NULL)
+		{
+			long long key;
+
+			if (sscanf(line, "%lld", &key) != 1 || ((uint32_t) key >> 16) != tag ||
+				(uint32_t) key == 0)
+				continue;
+			if (nkeys == maxkeys)
+			{
+				key_t *bigger = realloc(keys, sizeof(key_t) * (size_t) (maxkeys = maxkeys * 2 + 64));
+
+				if (bigger == NULL)
+					break; /* out of memory: look at those we have */
+				keys = bigger;
+			}
+			keys[nkeys++] = (key_t) key;
+		}
+	}
+	fclose(f);
+	for (int k = 0; k < nkeys; k++)
+	{
+		struct shmid_ds ds;
+		int id = shmget(keys[k], 0, 0);
+		void *addr;
+		const dsm_control_header *control;
+		bool ours;
+
+		if (id < 0 || shmctl(id, IPC_STAT, &ds) != 0 || ds.shm_segsz < sizeof(dsm_control_header))
+			continue;
+		addr = shmat(id, NULL, SHM_RDONLY);
+		if (addr == (void *) -1)
+			continue;
+		control = addr;
+		ours = dsm_control_segment_sane(control, ds.shm_segsz) && control->cluster_id == cluster &&
+			control->impl == DSM_IMPL_SYSV;
+		if (ours)
+		{
+			dsm_handle h = DSM_HANDLE_INVALID; /* only reports need it */
+			void *priv = NULL;
+
+			ereport(LOG, errmsg("found the System V control segment (key 0x%08x) of a crashed supervisor of \"%s\"",
+								(unsigned) keys[k], directory),
+					errdetail("Its state file was missing or unusable."));
+			dsm_impl_configure(DSM_IMPL_SYSV, directory);
+			PG_TRY();
+			{
+				(void) cleanup_through_control(addr, ds.shm_segsz, directory, h, &priv);
+			}
+			PG_CATCH();
+			{
+				shmdt(addr);
+				free(keys);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+		}
+		shmdt(addr);
+		if (ours && shmctl(id, IPC_RMID, NULL) != 0)
+			ereport(LOG, errcode_for_file_access(),
+					errmsg("could not remove the System V control segment with key 0x%08x: %m",
+						   (unsigned) keys[k]));
+	}
+	free(keys);
+}
+
+/*
  * Remove what a dead supervisor of this directory left: through its state
  * file, its control segment (mapped at DEBUG1 level, checked before its
  * contents are trusted; destroyed even when insane, since its name is in
  * our cluster's namespace) and every segment it lists; then sweep the
- * cluster's names.  Never trusts garbage.
+ * cluster's names.  Never trusts garbage.  Without a usable state file a
+ * System V control segment is looked for by its key tag
+ * (cleanup_sysv_control_by_tag()).
  *
  * Before anything is removed, backends of the dead supervisor that still
  * run (listed in a sane control segment) are given OLD_BACKENDS_WAIT_MS
@@ -787,6 +931,7 @@ static void
 cleanup_previous_cluster(const char *directory, uint32_t cluster)
 {
 	dsm_state_info info;
+	bool cleaned = false;
 
 	if (dsm_read_state_file(directory, &info))
 	{
@@ -803,45 +948,16 @@ cleanup_previous_cluster(const char *directory, uint32_t cluster)
 			dsm_impl_configure(info.impl, directory);
 			if (dsm_impl_op(DSM_OP_ATTACH, info.control_handle, 0, &priv, &addr, &size, DEBUG1))
 			{
-				if (dsm_control_segment_sane(addr, size))
-				{
-					pid_t shown[OLD_BACKENDS_SHOWN];
-					int live = wait_for_old_backends(addr, directory, shown, OLD_BACKENDS_SHOWN);
-
-					if (live > 0)
-					{
-						char list[OLD_BACKENDS_SHOWN * 16 + 16];
-						size_t used = 0;
-
-						list[0] = '\0';
-						for (int k = 0; k < live && k < OLD_BACKENDS_SHOWN; k++)
-							used += (size_t) snprintf(list + used, sizeof list - used, "%s%d",
-													  k > 0 ? ", " : "", (int) shown[k]);
-						if (live > OLD_BACKENDS_SHOWN)
-							snprintf(list + used, sizeof list - used, ", ...");
-						dsm_impl_op(DSM_OP_DETACH, info.control_handle, 0, &priv, &addr, &size, LOG);
-						ereport(ERROR, errcode(ERRCODE_OBJECT_IN_USE),
-								errmsg("backends of a previous supervisor are still running in \"%s\"",
-									   directory),
-								live == 1
-								? errdetail("Backend process %s of the dead supervisor %d still runs "
-											"and may map its segments.",
-											list, (int) info.supervisor_pid)
-								: errdetail("%d backend processes of the dead supervisor %d still run "
-											"(pids %s) and may map its segments.",
-											live, (int) info.supervisor_pid, list),
-								errhint("Stop them (or kill them) and start again."));
-					}
-					ereport(LOG, errmsg("cleaning up after a crashed supervisor of \"%s\"", directory));
-					dsm_control_destroy_all(addr, LOG);
-				}
-				else
+				cleaned = cleanup_through_control(addr, size, directory, info.control_handle, &priv);
+				if (!cleaned)
 					ereport(LOG, errmsg("ignoring corrupt dynamic shared memory control segment %u",
 										info.control_handle));
 				dsm_impl_op(DSM_OP_DESTROY, info.control_handle, 0, &priv, &addr, &size, LOG);
 			}
 		}
 	}
+	if (!cleaned)
+		cleanup_sysv_control_by_tag(directory, cluster);
 	if (unlink(supervisor_state_path) != 0 && errno != ENOENT)
 		ereport(LOG, errcode_for_file_access(),
 				errmsg("could not remove file \"%s\": %m", supervisor_state_path));
