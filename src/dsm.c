@@ -744,6 +744,7 @@ dsm_ctl_drop_ref(uint32_t slot, int b, int32_t busy_as)
 }
 
 static bool dsm_os_segment_exists(dsm_handle h);
+static int64_t dsm_os_segment_size(dsm_handle h);
 
 /*
  * Destroy the operating-system segment of a moribund slot (refcnt 1, whose
@@ -1605,14 +1606,28 @@ dsm_resowner_print(Datum res)
 	return psprintf("dynamic shared memory segment %u", seg->handle);
 }
 
-/* Record slot's size (attachers map what it says).  Never raises. */
+/*
+ * Record slot's size, which attachers map.  With size 0, record the
+ * object's real size as the system reports it now (keeping the record
+ * unchanged if it cannot be read), under the lock, so that of two
+ * overlapping resizes the one that records last records what the object
+ * really is.  Never raises.
+ */
 static void
-dsm_record_size(uint32_t slot, size_t size)
+dsm_record_size(uint32_t slot, dsm_handle h, size_t size)
 {
 	if (dsm_control != NULL && dsm_control_lock(WARNING))
 	{
+		dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+		if (size == 0)
+		{
+			int64_t real = dsm_os_segment_size(h);
+
+			size = real > 0 ? (size_t) real : (size_t) item->size;
+		}
 		dsm_ctl_begin(DSM_INTENT_RESIZE);
-		CTL_SET64(dsm_control_items(dsm_control)[slot].size, size);
+		CTL_SET64(item->size, size);
 		dsm_ctl_commit();
 		dsm_control_unlock();
 	}
@@ -1621,17 +1636,20 @@ dsm_record_size(uint32_t slot, size_t size)
 /*
  * Resize (see dsm.h): the implementation changes the size and remaps; the
  * slot records the new size, which dsm_attach() maps without asking the
- * system.  So the record never exceeds the object: a shrink is recorded
- * before the object shrinks, a growth after it grew (a kill in between
- * leaves a record that is too small, which is safe).  ERROR if the
- * implementation cannot (System V) or the system refuses; the mapping and
- * the record are then unchanged.
+ * system.  So the record must not exceed the object: a shrink is recorded
+ * before the object shrinks, and every resize ends by recording the
+ * object's real size (a kill in between leaves a record that is too
+ * small, which is safe).  System V cannot resize; its ERROR comes before
+ * anything is recorded.  ERROR if the system refuses; the mapping is then
+ * unchanged and the record is the smaller of its old value and the
+ * object's real size.
  */
 void *
 dsm_resize(dsm_segment *seg, size_t size)
 {
 	uint32_t slot;
 	size_t recorded;
+	volatile bool lowered = false;
 	int e;
 
 	dsm_require_segment(seg, "dsm_resize");
@@ -1647,8 +1665,11 @@ dsm_resize(dsm_segment *seg, size_t size)
 				errmsg("cannot resize dynamic shared memory segment %u to size 0", seg->handle));
 	slot = seg->control_slot;
 	recorded = (size_t) dsm_control_items(dsm_control)[slot].size;
-	if (size < recorded)
-		dsm_record_size(slot, size);
+	if (size < recorded && dsm_impl_current() != DSM_IMPL_SYSV)
+	{
+		dsm_record_size(slot, seg->handle, size);
+		lowered = true;
+	}
 	PG_TRY();
 	{
 		dsm_impl_op(DSM_OP_RESIZE, seg->handle, size, &seg->impl_private, &seg->mapped_address,
@@ -1656,13 +1677,18 @@ dsm_resize(dsm_segment *seg, size_t size)
 	}
 	PG_CATCH();
 	{
-		if (size < recorded)
-			dsm_record_size(slot, recorded); /* the implementation put the old size back */
+		if (lowered)
+		{
+			/* The implementation tried to put the old size back; trust only what the system says. */
+			int64_t real = dsm_os_segment_size(seg->handle);
+
+			if (real > (int64_t) size)
+				dsm_record_size(slot, seg->handle, real < (int64_t) recorded ? (size_t) real : recorded);
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	if (size >= recorded)
-		dsm_record_size(slot, seg->mapped_size);
+	dsm_record_size(slot, seg->handle, 0);
 	return seg->mapped_address;
 }
 
@@ -2098,15 +2124,18 @@ dsm_check_flush(dsm_check_state *st)
 	PG_END_TRY();
 }
 
-/* Does the operating-system segment of handle h exist?  Never raises. */
-static bool
-dsm_os_segment_exists(dsm_handle h)
+/*
+ * The size in bytes of the operating-system segment of handle h, or -1 if
+ * it does not exist (or cannot be looked at).  Never raises.
+ */
+static int64_t
+dsm_os_segment_size(dsm_handle h)
 {
 	char name[4096];
 	struct stat st;
 
 	if (dsm_impl_segment_name(h, name, sizeof name) >= (int) sizeof name)
-		return false;
+		return -1;
 	switch (dsm_impl_current())
 	{
 		case DSM_IMPL_POSIX:
@@ -2114,22 +2143,34 @@ dsm_os_segment_exists(dsm_handle h)
 			char path[4200];
 
 			snprintf(path, sizeof path, "/dev/shm%s%s", name[0] == '/' ? "" : "/", name);
-			return stat(path, &st) == 0;
+			return stat(path, &st) == 0 ? (int64_t) st.st_size : -1;
 		}
 		case DSM_IMPL_MMAP:
-			return stat(name, &st) == 0;
+			return stat(name, &st) == 0 ? (int64_t) st.st_size : -1;
 		case DSM_IMPL_SYSV:
 		{
 			unsigned int key;
+			struct shmid_ds ds;
+			int id;
 
 			/* Key 0 is IPC_PRIVATE, which no segment of ours uses (and shmget would make one). */
 			if (sscanf(name, "key 0x%x", &key) != 1 || key == 0)
-				return false;
-			return shmget((key_t) key, 0, 0) >= 0;
+				return -1;
+			id = shmget((key_t) key, 0, 0);
+			if (id < 0)
+				return -1;
+			return shmctl(id, IPC_STAT, &ds) == 0 ? (int64_t) ds.shm_segsz : 0;
 		}
 		default:
-			return false;
+			return -1;
 	}
+}
+
+/* Does the operating-system segment of handle h exist?  Never raises. */
+static bool
+dsm_os_segment_exists(dsm_handle h)
+{
+	return dsm_os_segment_size(h) >= 0;
 }
 
 /* Is h the handle of a slot that may have an operating-system segment now? */

@@ -133,7 +133,7 @@ restore_size(int fd, const char *name, off_t size)
 	int rc;
 
 	do
-		rc = ftruncate(fd, size);
+		rc = DSM_INJECT("dsm-impl-resize-restore", -1, ftruncate(fd, size));
 	while (rc < 0 && errno == EINTR);
 	if (rc != 0)
 		ereport(WARNING, errcode_for_file_access(),

@@ -51,6 +51,7 @@ static const char *const point_names[] = {
 	"dsm-impl-resize",            /* ftruncate at RESIZE */
 	"dsm-impl-resize-fallocate",  /* posix_fallocate of the grown part at RESIZE */
 	"dsm-impl-resize-mmap",       /* mremap/mmap at RESIZE */
+	"dsm-impl-resize-restore",    /* ftruncate back to the old size after a failed RESIZE */
 	"dsm-impl-detach",            /* munmap/shmdt at DETACH, DESTROY and remap */
 	"dsm-impl-destroy",           /* shm_unlink/unlink/IPC_RMID at DESTROY */
 	/* System V implementation */

@@ -824,9 +824,10 @@ cleanup_through_control(void *addr, size_t size, const char *directory, dsm_hand
  * file a dead System V cluster's segments would stay: find its control
  * segment instead.  It is a System V segment whose key carries this
  * cluster's tag and whose contents are a sane control segment of this
- * cluster id for System V (the tag alone is only 16 bits, so other
- * clusters' segments may carry it too; those are only looked at, read
- * only, and left alone).  Each such segment is cleaned up through as at a
+ * cluster id for System V, which no process attaches and whose supervisor
+ * is gone (the tag alone is only 16 bits, so other clusters' segments may
+ * carry it too, and a live cluster elsewhere may even share the cluster
+ * id; those are only looked at, read only, and left alone).  Each such segment is cleaned up through as at a
  * normal restart and then removed.  Never raises, except the ERROR of
  * cleanup_through_control() for backends that still run.
  */
@@ -880,6 +881,24 @@ cleanup_sysv_control_by_tag(const char *directory, uint32_t cluster)
 		control = addr;
 		ours = dsm_control_segment_sane(control, ds.shm_segsz) && control->cluster_id == cluster &&
 			control->impl == DSM_IMPL_SYSV;
+		/*
+		 * The lock file covers this directory only: a live cluster can have
+		 * our cluster id (its directory renamed while it runs and a new one
+		 * made at the old path, containers sharing System V IPC but not the
+		 * file system, a hash collision).  A live cluster keeps its control
+		 * segment attached (counted before we attached it), and its
+		 * supervisor may be visible.
+		 */
+		if (ours && (ds.shm_nattch > 0 ||
+					 dsm_process_alive(control->supervisor_pid, control->supervisor_start_time)))
+		{
+			ereport(LOG, errmsg("leaving the System V control segment with key 0x%08x alone: it is in use",
+								(unsigned) keys[k]),
+					errdetail("It names cluster %08x like this directory, but %lu processes attach it "
+							  "(supervisor pid %d).",
+							  cluster, (unsigned long) ds.shm_nattch, (int) control->supervisor_pid));
+			ours = false;
+		}
 		if (ours)
 		{
 			dsm_handle h = DSM_HANDLE_INVALID; /* only reports need it */
@@ -915,8 +934,8 @@ cleanup_sysv_control_by_tag(const char *directory, uint32_t cluster)
  * file, its control segment (mapped at DEBUG1 level, checked before its
  * contents are trusted; destroyed even when insane, since its name is in
  * our cluster's namespace) and every segment it lists; then sweep the
- * cluster's names.  Never trusts garbage.  Without a usable state file a
- * System V control segment is looked for by its key tag
+ * cluster's names.  Never trusts garbage.  System V control segments
+ * that no state file names are looked for by their key tag
  * (cleanup_sysv_control_by_tag()).
  *
  * Before anything is removed, backends of the dead supervisor that still
@@ -956,8 +975,8 @@ cleanup_previous_cluster(const char *directory, uint32_t cluster)
 			}
 		}
 	}
-	if (!cleaned)
-		cleanup_sysv_control_by_tag(directory, cluster);
+	/* Also after a clean-up through the state file: an older crash may have lost its state file. */
+	cleanup_sysv_control_by_tag(directory, cluster);
 	if (unlink(supervisor_state_path) != 0 && errno != ENOENT)
 		ereport(LOG, errcode_for_file_access(),
 				errmsg("could not remove file \"%s\": %m", supervisor_state_path));

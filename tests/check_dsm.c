@@ -681,6 +681,18 @@ bad_args_a(Datum arg)
 			InjectionPointDetachAll();
 			ck_assert_uint_eq(dsm_segment_map_length(seg), 4096);
 			ck_assert_uint_eq(recorded_size(h), 4096);
+			/*
+			 * The shrink's remap fails and so does putting the old size back: the
+			 * object stays small, so the record must say so (a bigger record would
+			 * make later attaches map past its end).
+			 */
+			InjectionPointAttach("dsm-impl-resize-mmap", INJECTION_FAIL_ERRNO, ENOMEM, 0, 1);
+			InjectionPointAttach("dsm-impl-resize-restore", INJECTION_FAIL_ERRNO, EIO, 0, 1);
+			EXPECT_ERROR(dsm_resize(seg, 1024), 0, "could not map shared memory segment");
+			InjectionPointDetachAll();
+			ck_assert_uint_eq(recorded_size(h), 1024);
+			ck_assert_ptr_nonnull(dsm_resize(seg, 4096)); /* whole again; the record follows */
+			ck_assert_uint_eq(recorded_size(h), 4096);
 		}
 	}
 	EXPECT_ERROR(dsm_resize(NULL, 4096), ERRCODE_INVALID_PARAMETER_VALUE, "dsm_resize");

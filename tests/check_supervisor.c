@@ -13,11 +13,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -504,6 +506,79 @@ START_TEST(test_kill_everything_garbage_state)
 	tu_write_file(ctx.dir, "dsmkit.state", "dsmkit-state 1 impl=posix control=", 34);
 	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
 	ck_assert_int_eq(count_leftovers(), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * A live System V cluster whose directory was renamed: a new supervisor
+ * started at the old path has the same cluster id (a hash of the path),
+ * and its start-up looks for crashed System V control segments by key
+ * tag and cluster id.  It must leave the live cluster's alone (attached,
+ * its supervisor alive), or it would destroy a running cluster's
+ * segments.
+ */
+static void
+renamed_creator(Datum arg)
+{
+	dsm_segment *s = dsm_create(4096, 0);
+
+	(void) arg;
+	dsm_pin_segment(s);
+	dsm_detach(s);
+	tu_pipe_send(&ctx.to_sup, 1);
+}
+
+static void
+renamed_supervisor_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	supervisor_spawn_backend(renamed_creator, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	tu_pipe_send(&ctx.to_test, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 1); /* the other supervisor has come and gone */
+	ck_assert_int_eq(tu_check_cluster(), 0);      /* nothing of ours was destroyed */
+	proc_exit(0);
+}
+
+/* Start (cleaning up what looks crashed) and leave; its check would call the other cluster's segments orphans. */
+static void
+start_and_leave_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	proc_exit(0);
+}
+
+START_TEST(test_live_sysv_cluster_left_alone)
+{
+	char old[PATH_MAX];
+	char path[PATH_MAX + 32];
+	pid_t a;
+
+	TU_TEST_BEGIN();
+	begin_cluster(DSM_IMPL_SYSV);
+	a = tu_fork(renamed_supervisor_fn, NULL);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 2); /* the control segment and the pinned one */
+	snprintf(old, sizeof old, "%s.old", ctx.dir);
+	ck_assert_int_eq(rename(ctx.dir, old), 0);
+	ck_assert_int_eq(mkdir(ctx.dir, 0700), 0);
+	/* A second supervisor at the old path: same cluster id, same key tag. */
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(start_and_leave_fn, NULL)), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 2); /* still there */
+	tu_pipe_send(&ctx.to_a, 1);
+	ck_assert_int_eq(tu_wait_exit_code(a), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
+	/* The first supervisor removed its files under the path it was given, not in the renamed directory. */
+	snprintf(path, sizeof path, "%s/dsmkit.pid", old);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/dsmkit.state", old);
+	unlink(path);
+	tu_remove_cluster_dir(old);
 	end_cluster();
 	TU_TEST_END();
 }
@@ -1704,6 +1779,7 @@ supervisor_suite(void)
 	tc = tu_tcase("crash", 120);
 	tcase_add_loop_test(tc, test_kill_everything_then_restart, 0, 3);
 	tcase_add_loop_test(tc, test_kill_everything_garbage_state, 0, 3);
+	tcase_add_test(tc, test_live_sysv_cluster_left_alone);
 	tcase_add_loop_test(tc, test_orphaned_backend_blocks_startup, 0, 3);
 	tcase_add_loop_test(tc, test_bad_state_file, 0, 3);
 	tcase_add_loop_test(tc, test_bad_magic_control_segment, 0, 3);
