@@ -42,6 +42,9 @@
 #define LOCK_FILE_NAME "dsmkit.pid"
 #define STATE_FILE_NAME "dsmkit.state"
 #define SNAPSHOT_ATTEMPTS 50
+/* How long dsm_cluster_inspect() gives a live supervisor to make its control segment. */
+#define STARTING_WAITS 20
+#define STARTING_WAIT_MS 50
 
 /*
  * Process-local: what one call found out about a directory before it maps
@@ -59,6 +62,15 @@ typedef struct cluster_files
 	pid_t lock_pid;          /* pid in the lock file, 0 if none or garbage */
 	uint64_t lock_start;     /* start time in the lock file */
 } cluster_files;
+
+/* Sleep ms milliseconds (less if a signal arrives).  Never fails. */
+static void
+nap_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+
+	(void) nanosleep(&ts, NULL);
+}
 
 /* ---------------------------------------------------------------------
  * Files of the directory
@@ -582,6 +594,42 @@ dsm_cluster_inspect(MemoryContext mcxt, const char *directory)
 		inspect_cluster(info, &cf);
 		pfree(cf.state_path);
 		pfree(cf.lock_path);
+		/*
+		 * A supervisor that is starting has written its state file before
+		 * it makes and fills its control segment: give it a moment (the
+		 * state file is read again, since a start-up may rewrite it).
+		 */
+		for (int wait = 0; wait < STARTING_WAITS && info->supervisor_alive && !info->control_present;
+			 wait++)
+		{
+			cluster_files again;
+
+			nap_ms(STARTING_WAIT_MS);
+			read_cluster_files(&again, directory);
+			if (again.state_valid && again.info.cluster_id == cf.info.cluster_id &&
+				again.info.supervisor_pid == cf.info.supervisor_pid)
+			{
+				if (info->control_problem != NULL)
+					pfree(info->control_problem);
+				if (info->control_os_name != NULL)
+					pfree(info->control_os_name);
+				info->control_problem = NULL;
+				info->control_os_name = NULL;
+				info->control_handle = again.info.control_handle;
+				inspect_cluster(info, &again);
+			}
+			pfree(again.state_path);
+			pfree(again.lock_path);
+		}
+		if (info->supervisor_alive && !info->control_present && info->control_problem != NULL)
+		{
+			char *problem = psprintf("%s (its supervisor, pid %d, runs: the cluster may be starting "
+									 "or shutting down)",
+									 info->control_problem, (int) info->supervisor_pid);
+
+			pfree(info->control_problem);
+			info->control_problem = problem;
+		}
 	}
 	PG_CATCH();
 	{

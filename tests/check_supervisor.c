@@ -1469,6 +1469,47 @@ START_TEST(test_attach_during_shutdown)
 }
 END_TEST
 
+/*
+ * Inspecting a cluster whose supervisor is still starting (state file
+ * written, control segment made but not yet filled): no "corrupt" verdict
+ * without a word, but a wait of about a second for the supervisor, then a
+ * problem that says it runs and may be starting.
+ */
+static void
+starting_supervisor_fn(void *arg)
+{
+	(void) arg;
+	InjectionPointAttach("supervisor-startup-after-control", INJECTION_WAIT, ctx.bytes.wr, 0, 1);
+	start_supervisor();
+	ck_abort_msg("the wait injection point returned");
+}
+
+START_TEST(test_inspect_while_starting)
+{
+	DsmClusterInfo *info;
+	pid_t sup;
+
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		begin_cluster(impls[_i]);
+		sup = tu_fork(starting_supervisor_fn, NULL);
+		tu_read_byte(ctx.bytes.rd);
+		info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+		ck_assert(info->supervisor_alive);
+		ck_assert(!info->control_present);
+		ck_assert_msg(strstr(info->control_problem, "runs: the cluster may be starting") != NULL, "%s",
+					  info->control_problem);
+		dsm_cluster_info_free(info);
+		kill(sup, SIGKILL);
+		(void) tu_wait_child(sup);
+		ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+		end_cluster();
+	}
+	TU_TEST_END();
+}
+END_TEST
+
 /* Kills at each start-up point: the next start-up cleans. */
 static const char *const startup_points[] = {
 	"supervisor-startup-after-cleanup",
@@ -1792,6 +1833,7 @@ supervisor_suite(void)
 	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_attach_during_shutdown, 0, 3);
+	tcase_add_loop_test(tc, test_inspect_while_starting, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;

@@ -94,7 +94,9 @@ typedef struct DsmClusterInfo
  * A stale cluster (its supervisor is dead) is not an error: the result
  * has stale set and shows what the control segment still holds; if the
  * control segment is gone or corrupt, control_present is false and
- * control_problem says why (then there are no backends and segments).
+ * control_problem says why (then there are no backends and segments);
+ * with the supervisor alive, which normally means it is still starting,
+ * it first waits up to about a second for the control segment.
  * consistent is true when the snapshot is the state at the last commit:
  * two copies of the control segment agreed, and an update half done at
  * that moment (by a live lock holder, or a dead one) was rolled back in
