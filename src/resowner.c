@@ -55,6 +55,7 @@
 #include <talloc.h>
 
 #include <dsmkit/elog.h>
+#include <dsmkit/ipc.h>
 #include <dsmkit/memutils.h>
 #include <dsmkit/palloc.h>
 #include <dsmkit/resowner.h>
@@ -95,6 +96,7 @@ typedef struct ResourceOwnerData
 	size_t nhash;             /* entries in hash */
 	uint32_t narr;            /* entries used in arr */
 	bool releasing;           /* a release of this owner is running */
+	bool released_before_exit; /* that release began before proc_exit() did */
 	ResourceElem arr[RESOWNER_ARRAY_SIZE]; /* recent resources, unordered */
 } ResourceOwnerData;
 
@@ -500,6 +502,7 @@ release_internal(ResourceOwner owner, ResourceReleasePhase phase, bool isCommit,
 	ResourceOwner save = CurrentResourceOwner;
 
 	owner->releasing = true;
+	owner->released_before_exit = !proc_exit_inprogress;
 	for (ResourceOwner child = owner->firstchild; child != NULL; child = child->nextchild)
 		release_internal(child, phase, isCommit, isTopLevel);
 
@@ -900,7 +903,13 @@ ResourceOwnerForget(ResourceOwner owner, Datum value, const ResourceOwnerDesc *k
 		return;
 	if (unlikely(KIND_IS_BAD(kind)))
 		error_bad_kind(owner, "forget", kind);
-	if (unlikely(owner->releasing))
+	/*
+	 * A release that began before proc_exit() and is still marked running
+	 * was interrupted by a FATAL and never resumes: during the exit hooks
+	 * its owner's storage may change, so that they (dsm_detach_all(), for
+	 * one) can still give back what it holds.
+	 */
+	if (unlikely(owner->releasing) && !(proc_exit_inprogress && owner->released_before_exit))
 		error_owner_releasing(owner, "forget", kind);
 
 	for (uint32_t i = owner->narr; i-- > 0;)

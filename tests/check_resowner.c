@@ -15,6 +15,7 @@
 #include <talloc.h>
 
 #include <dsmkit/elog.h>
+#include <dsmkit/ipc.h>
 #include <dsmkit/memutils.h>
 #include <dsmkit/palloc.h>
 #include <dsmkit/resowner.h>
@@ -1203,6 +1204,60 @@ START_TEST(test_current_owner_reset)
 }
 END_TEST
 
+/*
+ * A FATAL inside a ReleaseResource: the release never resumes, and the
+ * exit hooks that run next may still forget what the owner holds (as
+ * dsm_detach_all() does with its mappings), while outside an exit such a
+ * forget stays an ERROR.
+ */
+static ResourceOwner fatal_owner;
+
+static void
+release_fatal(Datum d)
+{
+	(void) d;
+	elog(FATAL, "release failed for good");
+}
+
+static const ResourceOwnerDesc kind_fatal = {"fatalkind", RESOURCE_RELEASE_BEFORE_LOCKS, 1, release_fatal,
+											  NULL};
+
+static void
+forget_in_hook(int code, Datum arg)
+{
+	(void) arg;
+	tu_report(100 + (uint32_t) code);
+	ResourceOwnerForget(fatal_owner, Int32GetDatum(7), &kind_b); /* ERROR would skip the next line */
+	tu_report(1);
+}
+
+static void
+child_fatal_release(void)
+{
+	MemoryContextInit();
+	fatal_owner = ResourceOwnerCreate(NULL, "doomed");
+	hold(fatal_owner, 7, &kind_b);     /* priority 400: after the fatal one */
+	hold(fatal_owner, 1, &kind_fatal); /* priority 1: released first */
+	on_proc_exit(forget_in_hook, 0);
+	ResourceOwnerReleaseAll(fatal_owner, false);
+	tu_report(2); /* not reached */
+}
+
+START_TEST(test_fatal_in_release)
+{
+	tu_child_result r;
+
+	TU_TEST_BEGIN();
+	tu_run_child(child_fatal_release, &r);
+	ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 1, "status 0x%x: %s", r.status, r.err);
+	ck_assert_int_eq(r.nvalues, 2);
+	ck_assert_uint_eq(r.values[0], 101); /* the hook ran, exit code 1 */
+	ck_assert_uint_eq(r.values[1], 1);   /* and its forget did not raise */
+	ck_assert_msg(strstr(r.err, "release failed for good") != NULL, "%s", r.err);
+	TU_TEST_END();
+}
+END_TEST
+
 START_TEST(test_null_owner)
 {
 	TU_TEST_BEGIN();
@@ -1245,6 +1300,7 @@ resowner_suite(void)
 	tcase_add_test(tc, test_talloc_free_parent);
 	tcase_add_test(tc, test_current_owner_reset);
 	tcase_add_test(tc, test_null_owner);
+	tcase_add_test(tc, test_fatal_in_release);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("large", 120);

@@ -95,7 +95,9 @@ typedef uint32_t ResourceReleasePriority;
  *  - ReleaseResource: releases the resource; it must not raise ERROR (log
  *    at WARNING and carry on), and must not call ResourceOwnerForget for
  *    it: the owner has already forgotten it.  It runs with
- *    CurrentResourceOwner set to the owner being released;
+ *    CurrentResourceOwner set to the owner being released.  If it raises
+ *    FATAL, the release never resumes, and the exit hooks may still
+ *    ResourceOwnerForget() what that owner holds;
  *  - DebugPrint: optional; returns a palloc'd description for the leak
  *    warning "resource was not closed: <description>" (without it the
  *    description is "<name> 0x<value in hex>"); the warning's detail names
