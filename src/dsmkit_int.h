@@ -32,6 +32,20 @@
 /* elog.c: the process's pid changed (after fork): forget inherited error state. */
 void elog_after_fork(void);
 
+/*
+ * elog.c: a mark of the error stack, taken before a PG_TRY whose PG_CATCH
+ * reports its error itself and goes on; elog_stack_restore() then forgets
+ * only the errors raised since the mark, not an error the caller was
+ * handling when it made the mark (which FlushErrorState() would drop).
+ */
+typedef struct ErrorStackMark
+{
+	int depth;
+	int recursion;
+} ErrorStackMark;
+ErrorStackMark elog_stack_mark(void);
+void elog_stack_restore(ErrorStackMark mark);
+
 /* ipc.c: the process's pid changed (after fork): forget inherited hooks. */
 void ipc_after_fork(void);
 

@@ -577,6 +577,24 @@ FreeErrorData(ErrorData *edata)
 	pfree(edata);
 }
 
+ErrorStackMark
+elog_stack_mark(void)
+{
+	ErrorStackMark mark = {errordata_stack_depth, recursion_depth};
+
+	return mark;
+}
+
+void
+elog_stack_restore(ErrorStackMark mark)
+{
+	if (errordata_stack_depth > mark.depth)
+	{
+		errordata_stack_depth = mark.depth;
+		recursion_depth = mark.recursion;
+	}
+}
+
 /*
  * FlushErrorState: forget every report being handled, so the error stack is
  * empty again.  Call it when a PG_CATCH block has recovered.  Never fails.

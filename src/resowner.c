@@ -39,10 +39,9 @@
  * ERROR before anything changes.  Remember after Enlarge cannot fail.
  * ReleaseResource and the release callbacks must not raise ERROR; if one
  * does, the error is caught, logged at WARNING and the release carries on
- * with the next resource.  Catching it flushes the error state
- * (FlushErrorState), which also drops an error the caller was handling:
- * callers that release owners in PG_CATCH should report or copy their error
- * first (see resowner.h).
+ * with the next resource.  Catching it forgets only that error: an error
+ * the caller is handling (a release in PG_CATCH) stays on the error stack
+ * (elog_stack_mark/elog_stack_restore).
  *
  * Everything here is process-local (no shared memory) and not thread-safe.
  * After fork() the child has a copy of every owner and of the resources'
@@ -294,8 +293,10 @@ unlink_child(ResourceOwner owner)
 
 /*
  * Report the error being handled (caught by a release loop) as a WARNING
- * and flush it.  what names the thing that failed.  The memory context is
- * put back to oldcxt, because the failed code may have switched it; the
+ * and forget it, and any error raised since mark, but not an error the
+ * caller was handling before (elog_stack_restore()).  what names the
+ * thing that failed.  The memory context is put back to oldcxt, because
+ * the failed code may have switched it; the
  * copy of the error is made in TopMemoryContext and freed at once, since
  * the current context may be the one whose deletion is releasing us.
  * Never raises ERROR: when there is no memory left for the copy (the
@@ -303,7 +304,8 @@ unlink_child(ResourceOwner owner)
  * without the original message.
  */
 static void
-report_release_failure(ResourceOwner owner, MemoryContext oldcxt, const char *what)
+report_release_failure(ResourceOwner owner, MemoryContext oldcxt, ErrorStackMark mark,
+					   const char *what)
 {
 	ErrorData *volatile edata = NULL;
 	const int code = geterrcode();
@@ -315,11 +317,11 @@ report_release_failure(ResourceOwner owner, MemoryContext oldcxt, const char *wh
 	}
 	PG_CATCH();
 	{
-		/* Out of memory: edata stays NULL; the flush below forgets both errors. */
+		/* Out of memory: edata stays NULL; the restore below forgets both errors. */
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
-	FlushErrorState();
+	elog_stack_restore(mark); /* an error the caller is handling stays */
 	if (edata != NULL)
 	{
 		ereport(WARNING, errcode(edata->sqlerrcode),
@@ -342,6 +344,7 @@ static void
 warn_leaked(ResourceOwner owner, ResourceElem elem)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorStackMark mark = elog_stack_mark();
 
 	PG_TRY();
 	{
@@ -360,7 +363,7 @@ warn_leaked(ResourceOwner owner, ResourceElem elem)
 	}
 	PG_CATCH();
 	{
-		report_release_failure(owner, oldcxt, elem.kind->name);
+		report_release_failure(owner, oldcxt, mark, elem.kind->name);
 	}
 	PG_END_TRY();
 }
@@ -375,6 +378,7 @@ static void
 release_one(ResourceOwner owner, ResourceElem elem, bool isCommit)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorStackMark mark = elog_stack_mark();
 
 	if (isCommit)
 		warn_leaked(owner, elem);
@@ -384,7 +388,7 @@ release_one(ResourceOwner owner, ResourceElem elem, bool isCommit)
 	}
 	PG_CATCH();
 	{
-		report_release_failure(owner, oldcxt, elem.kind->name);
+		report_release_failure(owner, oldcxt, mark, elem.kind->name);
 	}
 	PG_END_TRY();
 }
@@ -471,6 +475,7 @@ call_release_callbacks(ResourceOwner owner, ResourceReleasePhase phase, bool isC
 	while (item != NULL)
 	{
 		MemoryContext oldcxt = CurrentMemoryContext;
+		ErrorStackMark mark = elog_stack_mark();
 
 		PG_TRY();
 		{
@@ -485,7 +490,7 @@ call_release_callbacks(ResourceOwner owner, ResourceReleasePhase phase, bool isC
 		}
 		PG_CATCH();
 		{
-			report_release_failure(owner, oldcxt, "a release callback");
+			report_release_failure(owner, oldcxt, mark, "a release callback");
 		}
 		PG_END_TRY();
 	}

@@ -633,6 +633,51 @@ START_TEST(test_release_error_continues)
 }
 END_TEST
 
+/*
+ * Releasing an owner inside PG_CATCH, while a ReleaseResource raises (and
+ * the release reports and forgets that error): the error the PG_CATCH is
+ * handling is still there afterwards, for CopyErrorData() or a re-throw.
+ */
+START_TEST(test_release_keeps_callers_error)
+{
+	ResourceOwner o;
+	volatile int code = 0;
+	char message[128] = "";
+	char *out;
+
+	TU_TEST_BEGIN();
+	rec_reset();
+	o = ResourceOwnerCreate(NULL, "request");
+	hold(o, 6, &kind_failing);
+	tu_capture_stderr_begin();
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("the request failed"));
+	}
+	PG_CATCH();
+	{
+		ErrorData *e;
+
+		ResourceOwnerReleaseAll(o, false);
+		code = geterrcode();
+		e = CopyErrorData();
+		snprintf(message, sizeof message, "%s", e->message);
+		FreeErrorData(e);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	out = tu_capture_stderr_end();
+	ck_assert_str_eq(rec, "f:6 ");
+	ck_assert_msg(strstr(out, "DETAIL:  could not close thing 6") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(code, ERRCODE_DATA_CORRUPTED);
+	ck_assert_str_eq(message, "the request failed");
+	ck_assert_int_eq(geterrcode(), 0);
+	ResourceOwnerDelete(o);
+	TU_TEST_END();
+}
+END_TEST
+
 /* A DebugPrint that breaks its contract and raises ERROR. */
 static char *
 print_failing(Datum d)
@@ -1301,6 +1346,7 @@ resowner_suite(void)
 	tcase_add_test(tc, test_current_owner_reset);
 	tcase_add_test(tc, test_null_owner);
 	tcase_add_test(tc, test_fatal_in_release);
+	tcase_add_test(tc, test_release_keeps_callers_error);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("large", 120);

@@ -32,9 +32,9 @@
  * deleting it raise ERROR.  ReleaseResource functions and release
  * callbacks must not raise ERROR; if one does anyway, the error is caught,
  * reported at WARNING ("could not release ... of resource owner ...") and
- * the release carries on with the next resource.  Catching it flushes the
- * error state (FlushErrorState), so a PG_CATCH block should report or copy
- * the error it handles before it releases owners, as below.
+ * the release carries on with the next resource.  Only that error is
+ * forgotten: an error a PG_CATCH block is handling while it releases
+ * owners is still there afterwards (to copy, report or re-throw).
  *
  * Typical request scope:
  *
