@@ -245,6 +245,7 @@ static bool
 map_control(dsm_handle handle, void **addr, size_t *size, void **priv, char **problem)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorStackMark mark = elog_stack_mark();
 	volatile bool missing = false;
 
 	*addr = NULL;
@@ -259,7 +260,7 @@ map_control(dsm_handle handle, void **addr, size_t *size, void **priv, char **pr
 		if (geterrcode() != ERRCODE_UNDEFINED_FILE)
 			PG_RE_THROW();
 		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
+		elog_stack_restore(mark); /* not an error the caller is handling */
 		missing = true;
 	}
 	PG_END_TRY();

@@ -1025,11 +1025,14 @@ AllocSetContextCreateInternal(MemoryContext parent, const char *name, Size minCo
 /*
  * Run one reset callback; an ERROR it raises is printed, forgotten and
  * followed by a WARNING, because a reset or delete is a cleanup path and
- * must not throw.
+ * must not throw.  An error the caller is handling (a reset in PG_CATCH)
+ * stays.
  */
 static void
 mcxt_call_one(MemoryContext context, MemoryContextCallback *cb)
 {
+	ErrorStackMark mark = elog_stack_mark();
+
 	PG_TRY();
 	{
 		cb->func(cb->arg);
@@ -1037,7 +1040,7 @@ mcxt_call_one(MemoryContext context, MemoryContextCallback *cb)
 	PG_CATCH();
 	{
 		EmitErrorReport();
-		FlushErrorState();
+		elog_stack_restore(mark); /* not an error the caller is handling */
 		ereport(WARNING,
 				errmsg("reset callback of memory context \"%s\" raised an error", context->name));
 	}

@@ -993,6 +993,49 @@ START_TEST(test_callback_error_does_not_stop_cleanup)
 }
 END_TEST
 
+/* Deleting a context inside PG_CATCH, with a callback that raises: the caller's error stays. */
+START_TEST(test_callback_error_keeps_callers_error)
+{
+	MemoryContext ctx;
+	MemoryContextCallback *cb;
+	volatile int code = 0;
+	char message[64] = "";
+	char *err;
+
+	mc_begin();
+	ctx = AllocSetContextCreate(TopMemoryContext, "throwing", ALLOCSET_DEFAULT_SIZES);
+	cb = MemoryContextAlloc(ctx, sizeof *cb);
+	cb->func = throwing_cb;
+	cb->arg = NULL;
+	MemoryContextRegisterResetCallback(ctx, cb);
+	cb_log[0] = '\0';
+	tu_capture_stderr_begin();
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("the request failed"));
+	}
+	PG_CATCH();
+	{
+		ErrorData *e;
+
+		MemoryContextDelete(ctx);
+		code = geterrcode();
+		e = CopyErrorData();
+		snprintf(message, sizeof message, "%s", e->message);
+		FreeErrorData(e);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	err = tu_capture_stderr_end();
+	ck_assert_str_eq(cb_log, "throw ");
+	ck_assert_msg(strstr(err, "callback failure") != NULL, "stderr: %s", err);
+	free(err);
+	ck_assert_int_eq(code, ERRCODE_DATA_CORRUPTED);
+	ck_assert_str_eq(message, "the request failed");
+	mc_end();
+}
+END_TEST
+
 /* A reset callback that deletes (or talloc_free()s) the context it names. */
 static void
 deleting_cb(void *arg)
@@ -1463,6 +1506,7 @@ mcxt_suite(void)
 	tcase_add_test(tc, test_stats_text);
 	tcase_add_test(tc, test_user_talloc_objects);
 	tcase_add_test(tc, test_callback_error_does_not_stop_cleanup);
+	tcase_add_test(tc, test_callback_error_keeps_callers_error);
 	tcase_add_test(tc, test_callback_deletes_context_being_reset);
 	tcase_add_test(tc, test_reset_top_recreates_error_context);
 	tcase_add_test(tc, test_many_chunks);
