@@ -2,14 +2,16 @@
  * dsm.c: dynamic shared memory segments with reference counts, resource
  * owner lifetimes and a shared control segment.
  *
- * Lifetime model.  A segment lives while its control slot has a reference
- * count of 2 or more: one reference per process that maps it, one for a
- * pin, plus one that keeps the count from reaching 1 until the last
- * reference goes.  The process that lowers the count to 1 destroys the
- * operating-system segment and then frees the slot (count 0).  A mapping
- * (a dsm_segment in this process) belongs to the resource owner that was
- * current when it was made, or to the session when that was NULL or after
- * dsm_keep_mapping(); session mappings are detached by an exit hook.
+ * Lifetime model.  A segment lives while anyone references it: each
+ * process that maps it (a bit in the slot's word for backend slots 0-30,
+ * which attach and detach without the lock; a bitmap bit counted in refcnt
+ * for the others) and the cluster's pin (counted in refcnt).  The process
+ * that takes the last reference away makes the slot moribund, destroys
+ * the operating-system segment and then frees the slot (dsm_int.h,
+ * invariants 4 and 5).  A mapping (a dsm_segment in this process) belongs
+ * to the resource owner that was current when it was made, or to the
+ * session when that was NULL or after dsm_keep_mapping(); session mappings
+ * are detached by an exit hook.
  *
  * O(1) lookups.  A handle carries its slot index in its low bits and the
  * slot's generation (bumped at every reuse) in its high bits, so attaching
@@ -1303,8 +1305,8 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 /*
  * Create a segment (see dsm.h).  Order: resource owner slot, descriptor,
  * control slot (moribund, busy = us, so nobody attaches it), then the
- * operating-system segment under the slot's handle, then publication with
- * refcnt 2 and our reference bit.  Each failure undoes what came before,
+ * operating-system segment under the slot's handle, then publication: our
+ * reference makes the slot's word active.  Each failure undoes what came before,
  * so nothing leaks.  Only backends may call it.
  */
 dsm_segment *
@@ -1489,10 +1491,10 @@ dsm_attach(dsm_handle h)
 
 /*
  * Detach (see dsm.h): callbacks (each popped before it is called), the
- * owner forgets the mapping, unmap, then drop the reference; the process
- * that drops the count to 1 destroys the segment.  Unmapping before the
- * decrement guarantees that whoever sees the count reach 1 knows no
- * mapping remains.  Never raises ERROR itself (a callback that raises
+ * owner forgets the mapping, unmap, then drop the reference (lock-free
+ * unless it is the last one); the process that drops the last reference
+ * destroys the segment.  Unmapping before dropping the reference
+ * guarantees that whoever drops the last one knows no mapping remains.  Never raises ERROR itself (a callback that raises
  * propagates its error, having been removed); a NULL seg draws a WARNING.
  */
 void
