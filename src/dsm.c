@@ -414,6 +414,7 @@ dsm_ctl_commit(void)
 	dsm_store_barrier();
 	dsm_control->intent.nundo = 0;
 	dsm_store_barrier();
+	dsm_control->intent.slot = DSM_NO_SLOT; /* the word change, if any, is committed too */
 	dsm_control->intent.op = DSM_INTENT_NONE;
 }
 
