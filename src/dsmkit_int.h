@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <dsmkit/common.h>
 
 /* Defensive branches that "cannot happen", marked as in SQLite. */
@@ -33,21 +34,34 @@
 void elog_after_fork(void);
 
 /*
- * elog.c: a mark of the error stack, taken before a PG_TRY whose PG_CATCH
- * reports its error itself and goes on; elog_stack_restore() then forgets
- * only the errors raised since the mark, not an error the caller was
- * handling when it made the mark (which FlushErrorState() would drop).
+ * elog.c: a mark of the error stack, taken before running code whose
+ * errors are caught, reported and forgotten (a ReleaseResource, a reset
+ * callback), so that an error the caller is handling survives.  Until
+ * elog_stack_restore(), FlushErrorState() (in that code's own PG_CATCH)
+ * does not pop below the mark.  elog_stack_restore() forgets the errors
+ * raised since the mark and lifts that floor again; call it on every way
+ * out of the marked code (success, PG_CATCH, before a PG_RE_THROW).
+ * Marks nest.
  */
 typedef struct ErrorStackMark
 {
 	int depth;
 	int recursion;
+	int floor;     /* the floor before this mark */
+	int floor_rec; /* and its recursion depth */
 } ErrorStackMark;
 ErrorStackMark elog_stack_mark(void);
 void elog_stack_restore(ErrorStackMark mark);
 
 /* ipc.c: the process's pid changed (after fork): forget inherited hooks. */
 void ipc_after_fork(void);
+
+/*
+ * ipc.c: how many times proc_exit() (or the atexit backstop) has begun in
+ * this process.  Code that a FATAL interrupted never resumes once a later
+ * entry began (resowner.c uses it to tell an interrupted release).
+ */
+extern uint32_t ipc_exit_entries;
 
 /* mcxt.c: after fork in a spawned backend, nothing to do (contexts are inherited copies). */
 

@@ -79,6 +79,14 @@ static int errordata_stack_depth = -1;
 /* How many errstart() calls are inside one another (reports being built). */
 static int recursion_depth = 0;
 
+/*
+ * FlushErrorState() pops no frame at or below flush_floor (and then leaves
+ * recursion_depth at flush_floor_recursion): an error a caller was
+ * handling when it called code under elog_stack_mark() stays.  -1: none.
+ */
+static int flush_floor = -1;
+static int flush_floor_recursion = 0;
+
 static char format_scratch[ERR_FORMAT_SIZE];
 static char output_buffer[ERR_OUTPUT_SIZE];
 static char log_prefix[LOG_PREFIX_SIZE];
@@ -232,6 +240,7 @@ errstart(int elevel, const char *filename, int lineno, const char *funcname)
 		 */
 		errordata_stack_depth = -1;
 		recursion_depth = 1;
+		flush_floor = -1;
 		error_context_stack = NULL;
 		emit_log_hook = NULL;
 		ereport(PANIC, errcode(ERRCODE_INTERNAL_ERROR),
@@ -326,6 +335,7 @@ errfinish(const char *filename, int lineno, const char *funcname)
 		 */
 		errordata_stack_depth = -1;
 		recursion_depth = 0;
+		flush_floor = -1; /* marked code never resumes */
 		error_context_stack = NULL;
 		PG_exception_stack = NULL;
 		proc_exit(1);
@@ -580,8 +590,10 @@ FreeErrorData(ErrorData *edata)
 ErrorStackMark
 elog_stack_mark(void)
 {
-	ErrorStackMark mark = {errordata_stack_depth, recursion_depth};
+	ErrorStackMark mark = {errordata_stack_depth, recursion_depth, flush_floor, flush_floor_recursion};
 
+	flush_floor = errordata_stack_depth;
+	flush_floor_recursion = recursion_depth;
 	return mark;
 }
 
@@ -593,6 +605,8 @@ elog_stack_restore(ErrorStackMark mark)
 		errordata_stack_depth = mark.depth;
 		recursion_depth = mark.recursion;
 	}
+	flush_floor = mark.floor;
+	flush_floor_recursion = mark.floor_rec;
 }
 
 /*
@@ -615,6 +629,11 @@ FlushErrorState(void)
 
 		if (top->building && top->handler == PG_exception_stack)
 			break;
+		if (errordata_stack_depth <= flush_floor)
+		{
+			recursion_depth = flush_floor_recursion;
+			return;
+		}
 		errordata_stack_depth--;
 	}
 	recursion_depth = errordata_stack_depth + 1;
@@ -871,4 +890,5 @@ elog_after_fork(void)
 	error_context_stack = NULL;
 	errordata_stack_depth = -1;
 	recursion_depth = 0;
+	flush_floor = -1;
 }

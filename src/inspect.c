@@ -258,12 +258,19 @@ map_control(dsm_handle handle, void **addr, size_t *size, void **priv, char **pr
 	PG_CATCH();
 	{
 		if (geterrcode() != ERRCODE_UNDEFINED_FILE)
+		{
+			ErrorStackMark lift = mark;
+
+			lift.depth = INT32_MAX; /* keep the error: only lift the floor */
+			elog_stack_restore(lift);
 			PG_RE_THROW();
+		}
 		MemoryContextSwitchTo(oldcxt);
 		elog_stack_restore(mark); /* not an error the caller is handling */
 		missing = true;
 	}
 	PG_END_TRY();
+	elog_stack_restore(mark); /* lift the floor */
 	if (missing)
 	{
 		char name[DSM_IMPL_NAME_MAX];

@@ -51,6 +51,7 @@ static bool backstop_installed = false;
 static bool backstop_running = false;
 
 bool proc_exit_inprogress = false;
+uint32_t ipc_exit_entries = 0;
 bool shmem_exit_inprogress = false;
 
 /* Empty all three chains without running anything. */
@@ -102,6 +103,7 @@ exit_backstop(void)
 		return;
 	backstop_running = true;
 	proc_exit_inprogress = true;
+	ipc_exit_entries++;
 	run_all_chains(0);
 }
 
@@ -295,6 +297,7 @@ proc_exit(int code)
 {
 	drop_inherited_hooks();
 	proc_exit_inprogress = true;
+	ipc_exit_entries++;
 	run_all_chains(code);
 	if (backstop_running)
 	{

@@ -1045,6 +1045,7 @@ mcxt_call_one(MemoryContext context, MemoryContextCallback *cb)
 				errmsg("reset callback of memory context \"%s\" raised an error", context->name));
 	}
 	PG_END_TRY();
+	elog_stack_restore(mark); /* lift the floor */
 }
 
 /*

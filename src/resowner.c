@@ -54,7 +54,6 @@
 #include <talloc.h>
 
 #include <dsmkit/elog.h>
-#include <dsmkit/ipc.h>
 #include <dsmkit/memutils.h>
 #include <dsmkit/palloc.h>
 #include <dsmkit/resowner.h>
@@ -95,7 +94,7 @@ typedef struct ResourceOwnerData
 	size_t nhash;             /* entries in hash */
 	uint32_t narr;            /* entries used in arr */
 	bool releasing;           /* a release of this owner is running */
-	bool released_before_exit; /* that release began before proc_exit() did */
+	uint32_t release_exit_entries; /* ipc_exit_entries when that release began */
 	ResourceElem arr[RESOWNER_ARRAY_SIZE]; /* recent resources, unordered */
 } ResourceOwnerData;
 
@@ -366,6 +365,7 @@ warn_leaked(ResourceOwner owner, ResourceElem elem)
 		report_release_failure(owner, oldcxt, mark, elem.kind->name);
 	}
 	PG_END_TRY();
+	elog_stack_restore(mark); /* lift the floor (and forget what was caught) */
 }
 
 /*
@@ -391,6 +391,7 @@ release_one(ResourceOwner owner, ResourceElem elem, bool isCommit)
 		report_release_failure(owner, oldcxt, mark, elem.kind->name);
 	}
 	PG_END_TRY();
+	elog_stack_restore(mark); /* lift the floor (and forget what was caught) */
 }
 
 /*
@@ -493,6 +494,7 @@ call_release_callbacks(ResourceOwner owner, ResourceReleasePhase phase, bool isC
 			report_release_failure(owner, oldcxt, mark, "a release callback");
 		}
 		PG_END_TRY();
+		elog_stack_restore(mark); /* lift the floor (and forget what was caught) */
 	}
 }
 
@@ -507,7 +509,7 @@ release_internal(ResourceOwner owner, ResourceReleasePhase phase, bool isCommit,
 	ResourceOwner save = CurrentResourceOwner;
 
 	owner->releasing = true;
-	owner->released_before_exit = !proc_exit_inprogress;
+	owner->release_exit_entries = ipc_exit_entries;
 	for (ResourceOwner child = owner->firstchild; child != NULL; child = child->nextchild)
 		release_internal(child, phase, isCommit, isTopLevel);
 
@@ -831,11 +833,14 @@ error_bad_kind(ResourceOwner owner, const char *action, const ResourceOwnerDesc 
 	ereport(ERROR, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			errmsg("cannot %s a resource in resource owner \"%s\": %s", action, owner->name,
 				   kind == NULL ? "its kind is NULL"
-								: "its kind has no name or no ReleaseResource function"));
+								: "its kind has no name, no ReleaseResource function or no valid release phase"));
 	pg_unreachable();
 }
 
-#define KIND_IS_BAD(kind) ((kind) == NULL || (kind)->name == NULL || (kind)->ReleaseResource == NULL)
+#define KIND_IS_BAD(kind) \
+	((kind) == NULL || (kind)->name == NULL || (kind)->ReleaseResource == NULL || \
+	 (kind)->release_phase < RESOURCE_RELEASE_BEFORE_LOCKS || \
+	 (kind)->release_phase > RESOURCE_RELEASE_AFTER_LOCKS)
 
 /*
  * ResourceOwnerEnlarge: make sure the next ResourceOwnerRemember() on
@@ -909,12 +914,12 @@ ResourceOwnerForget(ResourceOwner owner, Datum value, const ResourceOwnerDesc *k
 	if (unlikely(KIND_IS_BAD(kind)))
 		error_bad_kind(owner, "forget", kind);
 	/*
-	 * A release that began before proc_exit() and is still marked running
-	 * was interrupted by a FATAL and never resumes: during the exit hooks
-	 * its owner's storage may change, so that they (dsm_detach_all(), for
-	 * one) can still give back what it holds.
+	 * A release still marked running although proc_exit() has begun (again)
+	 * since it started was interrupted by a FATAL and never resumes: during
+	 * the exit hooks its owner's storage may change, so that they
+	 * (dsm_detach_all(), for one) can still give back what it holds.
 	 */
-	if (unlikely(owner->releasing) && !(proc_exit_inprogress && owner->released_before_exit))
+	if (unlikely(owner->releasing) && ipc_exit_entries == owner->release_exit_entries)
 		error_owner_releasing(owner, "forget", kind);
 
 	for (uint32_t i = owner->narr; i-- > 0;)

@@ -306,8 +306,12 @@ START_TEST(test_forget_unknown)
 		ResourceOwnerEnlarge(p);
 		EXPECT_ERROR(ResourceOwnerRemember(p, Int32GetDatum(5), NULL), ERRCODE_INVALID_PARAMETER_VALUE,
 					 "cannot remember a resource in resource owner \"parent\": its kind is NULL");
+		static const ResourceOwnerDesc no_phase = {.name = "phaseless", .ReleaseResource = release_a};
+
 		EXPECT_ERROR(ResourceOwnerRemember(p, Int32GetDatum(5), &no_release),
 					 ERRCODE_INVALID_PARAMETER_VALUE, "no ReleaseResource function");
+		EXPECT_ERROR(ResourceOwnerRemember(p, Int32GetDatum(5), &no_phase),
+					 ERRCODE_INVALID_PARAMETER_VALUE, "no valid release phase");
 		EXPECT_ERROR(ResourceOwnerForget(p, Int32GetDatum(1), NULL), ERRCODE_INVALID_PARAMETER_VALUE,
 					 "cannot forget a resource in resource owner \"parent\": its kind is NULL");
 	}
@@ -669,6 +673,71 @@ START_TEST(test_release_keeps_callers_error)
 	out = tu_capture_stderr_end();
 	ck_assert_str_eq(rec, "f:6 ");
 	ck_assert_msg(strstr(out, "DETAIL:  could not close thing 6") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(code, ERRCODE_DATA_CORRUPTED);
+	ck_assert_str_eq(message, "the request failed");
+	ck_assert_int_eq(geterrcode(), 0);
+	ResourceOwnerDelete(o);
+	TU_TEST_END();
+}
+END_TEST
+
+/*
+ * A ReleaseResource that catches its own error and recovers the way
+ * elog.h shows (EmitErrorReport + FlushErrorState), inside a caller's
+ * PG_CATCH: the flush does not reach the caller's error.
+ */
+static void
+release_recovering(Datum d)
+{
+	rec_add("r:%d ", DatumGetInt32(d));
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_IO_ERROR), errmsg("inner failure %d", DatumGetInt32(d)));
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+static const ResourceOwnerDesc kind_recovering = {"recovering", RESOURCE_RELEASE_BEFORE_LOCKS, 200,
+												  release_recovering, NULL};
+
+START_TEST(test_release_flush_keeps_callers_error)
+{
+	ResourceOwner o;
+	volatile int code = 0;
+	char message[128] = "";
+	char *out;
+
+	TU_TEST_BEGIN();
+	rec_reset();
+	o = ResourceOwnerCreate(NULL, "request");
+	hold(o, 8, &kind_recovering);
+	hold(o, 9, &kind_failing);
+	tu_capture_stderr_begin();
+	PG_TRY();
+	{
+		ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("the request failed"));
+	}
+	PG_CATCH();
+	{
+		ErrorData *e;
+
+		ResourceOwnerReleaseAll(o, false);
+		code = geterrcode();
+		e = CopyErrorData();
+		snprintf(message, sizeof message, "%s", e->message);
+		FreeErrorData(e);
+		FlushErrorState(); /* the caller's own flush still empties the stack */
+	}
+	PG_END_TRY();
+	out = tu_capture_stderr_end();
+	ck_assert_str_eq(rec, "r:8 f:9 ");
+	ck_assert_msg(strstr(out, "inner failure 8") != NULL, "%s", out);
 	free(out);
 	ck_assert_int_eq(code, ERRCODE_DATA_CORRUPTED);
 	ck_assert_str_eq(message, "the request failed");
@@ -1288,6 +1357,42 @@ child_fatal_release(void)
 	tu_report(2); /* not reached */
 }
 
+/* The same, with the release itself run by an exit hook (proc_exit begins again inside it). */
+static void
+release_in_hook(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	ResourceOwnerReleaseAll(fatal_owner, false);
+	tu_report(3); /* not reached */
+}
+
+static void
+child_fatal_release_in_hook(void)
+{
+	MemoryContextInit();
+	fatal_owner = ResourceOwnerCreate(NULL, "doomed");
+	hold(fatal_owner, 7, &kind_b);
+	hold(fatal_owner, 1, &kind_fatal);
+	on_proc_exit(forget_in_hook, 0);
+	before_shmem_exit(release_in_hook, 0);
+	proc_exit(0);
+}
+
+START_TEST(test_fatal_in_release_in_exit_hook)
+{
+	tu_child_result r;
+
+	TU_TEST_BEGIN();
+	tu_run_child(child_fatal_release_in_hook, &r);
+	ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 1, "status 0x%x: %s", r.status, r.err);
+	ck_assert_int_eq(r.nvalues, 2);
+	ck_assert_uint_eq(r.values[0], 101);
+	ck_assert_uint_eq(r.values[1], 1); /* the forget in the later hook did not raise */
+	TU_TEST_END();
+}
+END_TEST
+
 START_TEST(test_fatal_in_release)
 {
 	tu_child_result r;
@@ -1347,6 +1452,8 @@ resowner_suite(void)
 	tcase_add_test(tc, test_null_owner);
 	tcase_add_test(tc, test_fatal_in_release);
 	tcase_add_test(tc, test_release_keeps_callers_error);
+	tcase_add_test(tc, test_release_flush_keeps_callers_error);
+	tcase_add_test(tc, test_fatal_in_release_in_exit_hook);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("large", 120);

@@ -164,8 +164,8 @@ DSMKIT_API void ResourceOwnerNewParent(ResourceOwner owner, ResourceOwner newpar
 DSMKIT_API void ResourceOwnerEnlarge(ResourceOwner owner);
 /*
  * Remember a resource; never fails after ResourceOwnerEnlarge (ERROR
- * without it, or with a kind that is NULL or lacks a name or a
- * ReleaseResource function).
+ * without it, or with a kind that is NULL or lacks a name, a
+ * ReleaseResource function or a valid release_phase).
  */
 DSMKIT_API void ResourceOwnerRemember(ResourceOwner owner, Datum value, const ResourceOwnerDesc *kind);
 /*
