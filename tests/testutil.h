@@ -176,6 +176,36 @@ void tu_write_file(const char *dir, const char *name, const char *content, size_
 		ck_assert_msg(raised_, "no ERROR from %s", #stmt); \
 	} while (0)
 
+/*
+ * EXPECT_CALLERS_ERROR_KEPT(stmt): raise an ERROR ("the request failed",
+ * ERRCODE_DATA_CORRUPTED), run stmt in its PG_CATCH block (a cleanup that
+ * must not disturb the error being handled), then assert that the error
+ * is still the one being handled; flush it, so the test goes on.
+ */
+#define EXPECT_CALLERS_ERROR_KEPT(stmt) \
+	do { \
+		volatile int code_ = 0; \
+		char msg_[128] = ""; \
+		PG_TRY(); \
+		{ \
+			ereport(ERROR, errcode(ERRCODE_DATA_CORRUPTED), errmsg("the request failed")); \
+		} \
+		PG_CATCH(); \
+		{ \
+			ErrorData *ed_; \
+			stmt; \
+			code_ = geterrcode(); \
+			ed_ = CopyErrorData(); \
+			snprintf(msg_, sizeof msg_, "%s", ed_->message); \
+			FreeErrorData(ed_); \
+			FlushErrorState(); \
+		} \
+		PG_END_TRY(); \
+		ck_assert_int_eq(code_, ERRCODE_DATA_CORRUPTED); \
+		ck_assert_str_eq(msg_, "the request failed"); \
+		ck_assert_int_eq(geterrcode(), 0); \
+	} while (0)
+
 /* A test case with an explicit timeout (check's default is 4 s). */
 TCase *tu_tcase(const char *name, double timeout_seconds);
 
