@@ -144,13 +144,7 @@ basic_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_create_attach_destroy)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], basic_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_create_attach_destroy, basic_supervisor)
 
 /* ---- unknown handles -------------------------------------------------------- */
 
@@ -185,13 +179,7 @@ unknown_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_attach_destroyed_handle)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], unknown_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_attach_destroyed_handle, unknown_supervisor)
 
 /* ---- resource owners -------------------------------------------------------- */
 
@@ -291,13 +279,7 @@ resowner_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_resowner_scopes)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], resowner_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_resowner_scopes, resowner_supervisor)
 
 /* ---- pin / unpin segment ---------------------------------------------------- */
 
@@ -346,13 +328,7 @@ pin_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_pin_segment)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], pin_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_pin_segment, pin_supervisor)
 
 /* A pinned segment nobody maps is removed at supervisor shutdown. */
 static void
@@ -376,13 +352,7 @@ pin_leave_supervisor(void)
 	ck_assert(tu_seg_exists(h));
 }
 
-START_TEST(test_pinned_removed_at_shutdown)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], pin_leave_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_pinned_removed_at_shutdown, pin_leave_supervisor)
 
 /* ---- detach callbacks ------------------------------------------------------- */
 
@@ -434,13 +404,7 @@ callbacks_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_detach_callbacks)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], callbacks_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_detach_callbacks, callbacks_supervisor)
 
 /* ---- resize and remap ------------------------------------------------------- */
 
@@ -530,13 +494,7 @@ resize_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_resize_remap)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], resize_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_resize_remap, resize_supervisor)
 
 /* ---- too many segments ------------------------------------------------------ */
 
@@ -715,13 +673,7 @@ bad_args_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_bad_arguments)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], bad_args_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_bad_arguments, bad_args_supervisor)
 
 /* ---- a full /dev/shm (injected ENOSPC) -------------------------------------- */
 

@@ -837,13 +837,7 @@ holder_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_killed_backend_reclaimed)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], holder_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_killed_backend_reclaimed, holder_supervisor)
 
 /* ---- a backend killed while holding the control lock --------------------------- */
 
@@ -891,14 +885,7 @@ locker_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_killed_lock_holder)
-{
-	TU_TEST_BEGIN();
-	if (InjectionPointsEnabled())
-		run_cluster(impls[_i], locker_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST_WITH_POINTS(test_killed_lock_holder, locker_supervisor)
 
 /*
  * Killed right after an attach took its reference (for these lock-free
@@ -940,14 +927,7 @@ rollback_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_rollback_after_kill_in_lock)
-{
-	TU_TEST_BEGIN();
-	if (InjectionPointsEnabled())
-		run_cluster(impls[_i], rollback_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST_WITH_POINTS(test_rollback_after_kill_in_lock, rollback_supervisor)
 
 /*
  * The supervisor killed with the lock held in the middle of a reclaim,
@@ -1275,14 +1255,7 @@ slow_supervisor(void)
 		;
 }
 
-START_TEST(test_slow_backends)
-{
-	TU_TEST_BEGIN();
-	if (InjectionPointsEnabled())
-		run_cluster(impls[_i], slow_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST_WITH_POINTS(test_slow_backends, slow_supervisor)
 
 /*
  * System V keys fold a handle to 16 bits, so two handles can share a key.
@@ -1644,13 +1617,7 @@ join_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_backend_join)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], join_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_backend_join, join_supervisor)
 
 /* A separately started checker (dsmctl check's way) sees the same cluster. */
 static void
@@ -1740,13 +1707,7 @@ check_raise_supervisor(void)
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
 }
 
-START_TEST(test_check_callback_raises)
-{
-	TU_TEST_BEGIN();
-	run_cluster(impls[_i], check_raise_supervisor);
-	TU_TEST_END();
-}
-END_TEST
+CLUSTER_TEST(test_check_callback_raises, check_raise_supervisor)
 
 /*
  * supervisor_reap(true) waits for backends only: the exit status of

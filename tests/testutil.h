@@ -206,6 +206,32 @@ void tu_write_file(const char *dir, const char *name, const char *content, size_
 		ck_assert_int_eq(geterrcode(), 0); \
 	} while (0)
 
+/*
+ * CLUSTER_TEST(name, fn): a loop test that runs fn() as the supervisor of
+ * a fresh cluster with implementation impls[_i] (the file that uses it
+ * defines impls[] and run_cluster(impl, fn), which checks that nothing of
+ * the cluster is left).  CLUSTER_TEST_WITH_POINTS: the same, for a test
+ * that arms injection points; in a build without them it has nothing to
+ * run.
+ */
+#define CLUSTER_TEST(name, fn) \
+	START_TEST(name) \
+	{ \
+		TU_TEST_BEGIN(); \
+		run_cluster(impls[_i], fn); \
+		TU_TEST_END(); \
+	} \
+	END_TEST
+#define CLUSTER_TEST_WITH_POINTS(name, fn) \
+	START_TEST(name) \
+	{ \
+		TU_TEST_BEGIN(); \
+		if (InjectionPointsEnabled()) \
+			run_cluster(impls[_i], fn); \
+		TU_TEST_END(); \
+	} \
+	END_TEST
+
 /* A test case with an explicit timeout (check's default is 4 s). */
 TCase *tu_tcase(const char *name, double timeout_seconds);
 
