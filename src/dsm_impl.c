@@ -245,7 +245,7 @@ dispatch(dsm_op op, dsm_handle handle, const char *name, size_t request_size, vo
 	switch (dsm_impl_cfg.impl)
 	{
 		case DSM_IMPL_SYSV:
-			return dsm_impl_sysv(op, handle, name, request_size, impl_private, mapped_address,
+			return dsm_impl_sysv(op, handle, request_size, impl_private, mapped_address,
 								 mapped_size, elevel);
 		case DSM_IMPL_MMAP:
 			return dsm_impl_mmap(op, name, request_size, impl_private, mapped_address,
@@ -321,9 +321,9 @@ dsm_impl_op(dsm_op op, dsm_handle handle, size_t request_size, void **impl_priva
 				errmsg("could not unmap shared memory segment \"%s\": %m", name));
 		return false;
 	}
-	format_segment_name(handle, name);
 	if ((op == DSM_OP_CREATE || op == DSM_OP_RESIZE) && request_size == 0)
 	{
+		format_segment_name(handle, name);
 		ereport(elevel, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("could not size shared memory segment \"%s\" to 0 bytes", name),
 				errdetail("A segment must have at least one byte."));
@@ -331,6 +331,7 @@ dsm_impl_op(dsm_op op, dsm_handle handle, size_t request_size, void **impl_priva
 	}
 	if (op == DSM_OP_CREATE && *mapped_address != NULL)
 	{
+		format_segment_name(handle, name);
 		ereport(elevel, errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("could not create shared memory segment \"%s\"", name),
 				errdetail("The mapping address passed in is not NULL."));
@@ -350,6 +351,11 @@ dsm_impl_op(dsm_op op, dsm_handle handle, size_t request_size, void **impl_priva
 			return false;
 	}
 
+	/* System V names a segment by its key, and only when it reports a failure. */
+	if (dsm_impl_cfg.impl != DSM_IMPL_SYSV)
+		format_segment_name(handle, name);
+	else
+		name[0] = '\0';
 	return dispatch(op, handle, name, request_size, impl_private, mapped_address, mapped_size,
 					elevel);
 }

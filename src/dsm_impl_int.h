@@ -89,10 +89,10 @@ typedef struct dsm_impl_fd_ops
 bool dsm_impl_fd_op(const dsm_impl_fd_ops *ops, const char *name, dsm_op op, size_t request_size,
 					void **mapped_address, size_t *mapped_size, int elevel);
 
-/* The three implementations; arguments as dsm_impl_op(), name already built. */
+/* The three implementations; arguments as dsm_impl_op(), name already built (System V names its segments by key, itself, and only in reports). */
 bool dsm_impl_posix(dsm_op op, const char *name, size_t request_size, void **impl_private,
 					void **mapped_address, size_t *mapped_size, int elevel);
-bool dsm_impl_sysv(dsm_op op, dsm_handle handle, const char *name, size_t request_size,
+bool dsm_impl_sysv(dsm_op op, dsm_handle handle, size_t request_size,
 				   void **impl_private, void **mapped_address, size_t *mapped_size, int elevel);
 bool dsm_impl_mmap(dsm_op op, const char *name, size_t request_size, void **impl_private,
 				   void **mapped_address, size_t *mapped_size, int elevel);

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include "dsm_impl_int.h"
 
+#include <stdio.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
@@ -38,6 +39,20 @@
 		errno = (err); \
 		ereport((elevel), dsm_impl_errcode(err), errmsg(__VA_ARGS__)); \
 	} while (0)
+
+/*
+ * The name reports give a segment, "key 0x<key>", made only when a report
+ * needs it: the success paths format nothing.  The buffer is a compound
+ * literal, alive until the end of the enclosing block.
+ */
+#define SYSV_NAME(key) sysv_name((char[24]){0}, (key))
+
+static const char *
+sysv_name(char *buf, uint32_t key)
+{
+	snprintf(buf, 24, "key 0x%08x", (unsigned) key);
+	return buf;
+}
 
 static int
 shmget_retry(key_t key, size_t size, int flags)
@@ -74,13 +89,13 @@ shmdt_retry(const void *addr)
 
 /* Remove shmid during cleanup: never raises, preserves errno. */
 static void
-remove_quietly(int shmid, const char *name)
+remove_quietly(int shmid, uint32_t key)
 {
 	int save_errno = errno;
 
 	if (shmctl(shmid, IPC_RMID, NULL) != 0)
 		ereport(WARNING, errcode_for_file_access(),
-				errmsg("could not remove shared memory segment \"%s\": %m", name));
+				errmsg("could not remove shared memory segment \"%s\": %m", SYSV_NAME(key)));
 	errno = save_errno;
 }
 
@@ -105,7 +120,7 @@ lookup(uint32_t key)
  * before reporting.  The shmid goes to *impl_private.
  */
 static bool
-sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
+sysv_create(uint32_t key, size_t size, void **impl_private,
 			void **mapped_address, size_t *mapped_size, int elevel)
 {
 	int shmid;
@@ -122,7 +137,7 @@ sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
 			return false;
 		errno = err;
 		ereport(elevel, dsm_impl_errcode(err),
-				errmsg("could not create shared memory segment \"%s\": %m", name),
+				errmsg("could not create shared memory segment \"%s\": %m", SYSV_NAME(key)),
 				errdetail("Failed system call was shmget(key=0x%08x, size=%zu, 0%o).",
 						  (unsigned) key, size, IPC_CREAT | IPC_EXCL | 0600),
 				(err == EINVAL || err == ENOSPC || err == ENOMEM)
@@ -134,8 +149,8 @@ sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
 	if (addr == (void *) -1)
 	{
 		err = errno;
-		remove_quietly(shmid, name);
-		REPORT_ERRNO(elevel, err, "could not map shared memory segment \"%s\": %m", name);
+		remove_quietly(shmid, key);
+		REPORT_ERRNO(elevel, err, "could not map shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	*impl_private = SHMID_TO_PRIVATE(shmid);
@@ -150,7 +165,7 @@ sysv_create(uint32_t key, const char *name, size_t size, void **impl_private,
  * attached anew before the old attachment is dropped.
  */
 static bool
-sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_private,
+sysv_attach(uint32_t key, size_t known_size, void **impl_private,
 			void **mapped_address, size_t *mapped_size, int elevel)
 {
 	int shmid;
@@ -162,7 +177,7 @@ sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_priva
 	shmid = lookup(key);
 	if (shmid < 0)
 	{
-		REPORT_ERRNO(elevel, errno, "could not open shared memory segment \"%s\": %m", name);
+		REPORT_ERRNO(elevel, errno, "could not open shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	ds.shm_segsz = known_size;
@@ -173,14 +188,14 @@ sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_priva
 		while (rc < 0 && errno == EINTR);
 		if (rc != 0)
 		{
-			REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m", name);
+			REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m", SYSV_NAME(key));
 			return false;
 		}
 	}
 	addr = shmat_retry(shmid);
 	if (addr == (void *) -1)
 	{
-		REPORT_ERRNO(elevel, errno, "could not map shared memory segment \"%s\": %m", name);
+		REPORT_ERRNO(elevel, errno, "could not map shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	/* dsm_remap(): the new mapping exists, now drop the old one. */
@@ -188,7 +203,7 @@ sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_priva
 	{
 		err = errno;
 		shmdt(addr);
-		REPORT_ERRNO(elevel, err, "could not unmap shared memory segment \"%s\": %m", name);
+		REPORT_ERRNO(elevel, err, "could not unmap shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	*impl_private = SHMID_TO_PRIVATE(shmid);
@@ -199,14 +214,14 @@ sysv_attach(uint32_t key, const char *name, size_t known_size, void **impl_priva
 
 /* DETACH: shmdt; nothing to do when not mapped.  Forgets the shmid. */
 static bool
-sysv_detach(const char *name, void **impl_private, void **mapped_address, size_t *mapped_size,
+sysv_detach(uint32_t key, void **impl_private, void **mapped_address, size_t *mapped_size,
 			int elevel)
 {
 	if (*mapped_address == NULL)
 		return true;
 	if (shmdt_retry(*mapped_address) != 0)
 	{
-		REPORT_ERRNO(elevel, errno, "could not unmap shared memory segment \"%s\": %m", name);
+		REPORT_ERRNO(elevel, errno, "could not unmap shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	*impl_private = NULL;
@@ -221,7 +236,7 @@ sysv_detach(const char *name, void **impl_private, void **mapped_address, size_t
  * key is released at once.
  */
 static bool
-sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_address,
+sysv_destroy(uint32_t key, void **impl_private, void **mapped_address,
 			 size_t *mapped_size, int elevel)
 {
 	int shmid;
@@ -229,14 +244,14 @@ sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_
 
 	/* Take the id before detaching, which forgets it. */
 	shmid = *impl_private != NULL ? PRIVATE_TO_SHMID(*impl_private) : -1;
-	if (!sysv_detach(name, impl_private, mapped_address, mapped_size, elevel))
+	if (!sysv_detach(key, impl_private, mapped_address, mapped_size, elevel))
 		return false;
 	if (shmid < 0)
 	{
 		shmid = lookup(key);
 		if (shmid < 0)
 		{
-			REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", name);
+			REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", SYSV_NAME(key));
 			return false;
 		}
 	}
@@ -245,7 +260,7 @@ sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_
 	while (rc < 0 && errno == EINTR);
 	if (rc != 0)
 	{
-		REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", name);
+		REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m", SYSV_NAME(key));
 		return false;
 	}
 	*impl_private = NULL;
@@ -257,7 +272,7 @@ sysv_destroy(uint32_t key, const char *name, void **impl_private, void **mapped_
  * name is what reports call it ("key 0x...").
  */
 bool
-dsm_impl_sysv(dsm_op op, dsm_handle handle, const char *name, size_t request_size,
+dsm_impl_sysv(dsm_op op, dsm_handle handle, size_t request_size,
 			  void **impl_private, void **mapped_address, size_t *mapped_size, int elevel)
 {
 	uint32_t key = dsm_impl_sysv_key(handle);
@@ -265,22 +280,22 @@ dsm_impl_sysv(dsm_op op, dsm_handle handle, const char *name, size_t request_siz
 	switch (op)
 	{
 		case DSM_OP_CREATE:
-			return sysv_create(key, name, request_size, impl_private, mapped_address, mapped_size,
+			return sysv_create(key, request_size, impl_private, mapped_address, mapped_size,
 							   elevel);
 		case DSM_OP_ATTACH:
-			return sysv_attach(key, name, request_size, impl_private, mapped_address, mapped_size,
+			return sysv_attach(key, request_size, impl_private, mapped_address, mapped_size,
 							   elevel);
 		case DSM_OP_DETACH:
-			return sysv_detach(name, impl_private, mapped_address, mapped_size, elevel);
+			return sysv_detach(key, impl_private, mapped_address, mapped_size, elevel);
 		case DSM_OP_RESIZE:
 			ereport(elevel, errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					errmsg("could not resize shared memory segment \"%s\" to %zu bytes", name,
+					errmsg("could not resize shared memory segment \"%s\" to %zu bytes", SYSV_NAME(key),
 						   request_size),
 					errdetail("System V shared memory segments cannot be resized."),
 					errhint("Use the POSIX or mmap implementation to resize segments."));
 			return false;
 		case DSM_OP_DESTROY:
-			return sysv_destroy(key, name, impl_private, mapped_address, mapped_size, elevel);
+			return sysv_destroy(key, impl_private, mapped_address, mapped_size, elevel);
 	}
 	pg_unreachable();
 }

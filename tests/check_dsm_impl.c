@@ -952,6 +952,14 @@ START_TEST(test_injected_errnos)
 			ck_assert_msg(strstr(last_msg, strerror(err)) != NULL, "%s: \"%s\" lacks \"%s\"",
 						  c->point, last_msg, strerror(err));
 			ck_assert_msg(strstr(last_msg, "shared memory segment") != NULL, "%s", last_msg);
+			{
+				/* The report names the segment (System V builds that name only on failure). */
+				char name[PATH_MAX + 64];
+
+				dsm_impl_segment_name(h, name, sizeof name);
+				ck_assert_msg(strstr(last_msg, name) != NULL, "%s: \"%s\" lacks \"%s\"", c->point,
+							  last_msg, name);
+			}
 			if (err == ENOMEM)
 				ck_assert_int_eq(last_code, ERRCODE_OUT_OF_MEMORY);
 			else if (err == ENOSPC)
