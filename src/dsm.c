@@ -98,6 +98,15 @@ static dsm_segment dsm_segment_pool[DSM_SEGMENT_POOL_SIZE];
 static dsm_segment *dsm_segment_pool_free = NULL;
 static bool dsm_segment_pool_ready = false;
 
+/*
+ * Process-local: this backend's slot cache (dsm_int.h, DSM_BUSY_CACHED):
+ * slots of segments it destroyed, kept for its next creates so that
+ * neither the destroy nor the create takes the lock for the slot.
+ */
+#define DSM_SLOT_CACHE_MAX 4
+static uint32_t dsm_slot_cache[DSM_SLOT_CACHE_MAX];
+static int dsm_slot_cache_count = 0;
+
 /* Process-local: a repair happened under the lock; logged once the lock is released. */
 static int dsm_repair_pending_backend = INT32_MIN;
 static uint32_t dsm_repair_pending_op = 0;
@@ -252,6 +261,7 @@ dsm_control_init(dsm_control_header *control, size_t size, uint32_t maxitems,
 		items[i].refcnt = 0;
 		items[i].busy = DSM_BUSY_NONE;
 		items[i].generation = 0;
+		items[i].impl_id = DSM_IMPL_ID_NONE;
 		items[i].next_free = (i + 1 < maxitems) ? i + 1 : DSM_NO_SLOT;
 	}
 	control->freelist_head = 0;
@@ -445,7 +455,7 @@ dsm_control_reconcile_slot(dsm_control_header *control, uint32_t slot, int32_t h
 		   !__atomic_compare_exchange_n(&item->word, &w, nw, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE));
 	if (DSM_WORD_ACTIVE(nw))
 		item->busy = DSM_BUSY_NONE;
-	else if (item->busy == DSM_BUSY_NONE)
+	else /* whatever busy was restored to (even a publisher's stale index), the job is the holder's */
 		item->busy = (holder >= 0 && (uint32_t) holder < control->max_backends) ? holder
 																				 : DSM_BUSY_SUPERVISOR;
 }
@@ -590,27 +600,14 @@ dsm_ctl_free_slot(uint32_t slot)
 	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
 
 	CTL_SET32(item->refcnt, 0);
-	CTL_SET32(item->pinned, 0);
+	if (item->pinned != 0)
+		CTL_SET32(item->pinned, 0);
+	if (item->impl_id != DSM_IMPL_ID_NONE)
+		CTL_SET32(item->impl_id, DSM_IMPL_ID_NONE);
 	CTL_SET32(item->busy, DSM_BUSY_NONE);
 	CTL_SET32(item->next_free, dsm_control->freelist_head);
 	CTL_SET32(dsm_control->freelist_head, slot);
 	CTL_SET32(dsm_control->nfree, dsm_control->nfree + 1);
-}
-
-/* Give slot a new generation and the handle that goes with it. */
-static void
-dsm_ctl_new_generation(uint32_t slot)
-{
-	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
-	uint32_t genbits = 32 - dsm_control->slot_bits;
-	uint32_t genmask = genbits >= 32 ? UINT32_MAX : ((1u << genbits) - 1);
-	uint32_t gen = (item->generation + 1) & genmask;
-
-	if (gen == 0)
-		gen = 1; /* keeps every handle nonzero, even slot 0's */
-	Assert(!dsm_item_active(item)); /* free or moribund: nobody else writes the word */
-	CTL_SET32(item->generation, gen);
-	CTL_SET64(item->word, (uint64_t) ((gen << dsm_control->slot_bits) | slot));
 }
 
 /* Does backend b attach and detach without the lock (its references are bits of the words)? */
@@ -749,6 +746,136 @@ dsm_ctl_drop_ref(uint32_t slot, int b, int32_t busy_as)
 static bool dsm_os_segment_exists(dsm_handle h);
 static int64_t dsm_os_segment_size(dsm_handle h);
 
+/* ---------------------------------------------------------------------
+ * Owned slots and the slot cache (dsm_int.h, invariant 6)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Give a slot we own (moribund, busy = us) a new generation, the handle
+ * that goes with it, and the size and creation time of the segment we are
+ * about to make under it; impl_id says last that a segment may now exist.
+ * No lock: nobody else writes an owned slot.  Returns the handle.
+ */
+static dsm_handle
+dsm_owned_new_generation(uint32_t slot, size_t size)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	uint32_t genbits = 32 - dsm_control->slot_bits;
+	uint32_t genmask = genbits >= 32 ? UINT32_MAX : ((1u << genbits) - 1);
+	uint32_t gen = (item->generation + 1) & genmask;
+	dsm_handle h;
+
+	if (gen == 0)
+		gen = 1; /* keeps every handle nonzero, even slot 0's */
+	h = (gen << dsm_control->slot_bits) | slot;
+	Assert(item->busy == dsm_backend_index && !dsm_item_active(item));
+	__atomic_store_n(&item->generation, gen, __ATOMIC_RELEASE);
+	__atomic_store_n(&item->word, (uint64_t) h, __ATOMIC_RELEASE);
+	__atomic_store_n(&item->size, (uint64_t) size, __ATOMIC_RELEASE);
+	__atomic_store_n(&item->ctime, (uint64_t) time(NULL), __ATOMIC_RELEASE);
+	__atomic_store_n(&item->impl_id, DSM_IMPL_ID_CREATING, __ATOMIC_RELEASE);
+	return h;
+}
+
+/* Take a slot from our cache: it becomes ours (busy = us).  DSM_NO_SLOT if the cache is empty. */
+static uint32_t
+dsm_slot_cache_take(void)
+{
+	while (dsm_slot_cache_count > 0)
+	{
+		uint32_t slot = dsm_slot_cache[--dsm_slot_cache_count];
+		int32_t expect = DSM_BUSY_CACHED(dsm_backend_index);
+
+		/* Fails only if a creator that found no free slot took it meanwhile. */
+		if (__atomic_compare_exchange_n(&dsm_control_items(dsm_control)[slot].busy, &expect,
+										dsm_backend_index, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			return slot;
+	}
+	return DSM_NO_SLOT;
+}
+
+/*
+ * Keep slot, whose segment we just destroyed (moribund, busy = us), in our
+ * cache instead of freeing it under the lock.  false (nothing changed) if
+ * the cache is full or we are no backend.  No lock; never fails.
+ */
+static bool
+dsm_slot_cache_put(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	int32_t expect = dsm_backend_index;
+
+	if (dsm_role != DSMKIT_ROLE_BACKEND || dsm_backend_index < 0 ||
+		dsm_slot_cache_count >= DSM_SLOT_CACHE_MAX)
+		return false;
+	/* No segment under the handle any more: a reap after our death frees the slot as it is. */
+	__atomic_store_n(&item->impl_id, DSM_IMPL_ID_NONE, __ATOMIC_RELEASE);
+	if (!__atomic_compare_exchange_n(&item->busy, &expect, DSM_BUSY_CACHED(dsm_backend_index), false,
+									 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+		return false;
+	dsm_slot_cache[dsm_slot_cache_count++] = slot;
+	(void) INJECTION_POINT("dsm-slot-cached");
+	return true;
+}
+
+/* Free the slots of our cache (the exit hook; lock held, no update begun).  Never fails. */
+static void
+dsm_slot_cache_give_back(void)
+{
+	while (dsm_slot_cache_count > 0)
+	{
+		uint32_t slot = dsm_slot_cache[--dsm_slot_cache_count];
+		dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+		if (item->busy != DSM_BUSY_CACHED(dsm_backend_index) || NEVER(item->refcnt != 1))
+			continue; /* taken by a creator meanwhile */
+		dsm_ctl_begin(DSM_INTENT_BACKEND);
+		dsm_ctl_free_slot(slot);
+		dsm_ctl_commit();
+	}
+}
+
+/*
+ * Reserve a slot for a create: off the free list, or, when it is empty,
+ * out of another backend's cache (a compare-and-swap on busy, which that
+ * backend's own take would otherwise win).  The slot is then ours
+ * (moribund, busy = us, no segment).  *slot is DSM_NO_SLOT if every slot
+ * is in use.  false if the lock could not be taken (reported at WARNING;
+ * nothing changed).  Never raises.
+ */
+static bool
+dsm_slot_reserve(uint32_t *slotp)
+{
+	dsm_control_item *items = dsm_control_items(dsm_control);
+	uint32_t slot;
+
+	*slotp = DSM_NO_SLOT;
+	if (!dsm_control_lock(WARNING))
+		return false;
+	dsm_ctl_begin(DSM_INTENT_CREATE);
+	slot = dsm_ctl_pop_free();
+	if (slot != DSM_NO_SLOT)
+	{
+		CTL_SET32(items[slot].refcnt, 1);
+		CTL_SET32(items[slot].busy, dsm_backend_index);
+	}
+	dsm_ctl_commit();
+	for (uint32_t i = 0; slot == DSM_NO_SLOT && i < dsm_control->maxitems; i++)
+	{
+		int32_t b = __atomic_load_n(&items[i].busy, __ATOMIC_ACQUIRE);
+
+		if (DSM_BUSY_IS_CACHED(b) && items[i].refcnt == 1 &&
+			__atomic_compare_exchange_n(&items[i].busy, &b, dsm_backend_index, false,
+										__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			slot = i;
+	}
+	dsm_control_unlock();
+	*slotp = slot;
+	return true;
+}
+
+
 /*
  * Destroy the operating-system segment of a moribund slot (refcnt 1, whose
  * busy field names us), then free the slot.  priv is the implementation's
@@ -772,6 +899,9 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 	ok = dsm_impl_op(DSM_OP_DESTROY, handle, 0, &priv, &addr, &size, elevel);
 	if (!ok && !dsm_os_segment_exists(handle))
 		ok = true;
+	(void) INJECTION_POINT("dsm-destroy-before-free");
+	if (ok && dsm_slot_cache_put(slot))
+		return; /* kept for our next create: no lock */
 	if (!dsm_control_lock(WARNING))
 		return;
 	item = &dsm_control_items(dsm_control)[slot];
@@ -788,12 +918,12 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 }
 
 /*
- * True if the operating-system segment that handle h names may belong to
- * someone else: under System V, when the control segment or a slot other
- * than slot lists (refcnt != 0) a handle with the same key.  Two live
- * segments never share a key, so that segment is the other one's, and
- * removing "h" would remove it.  Always false for POSIX and mmap, whose
- * names are unique per handle.  The caller holds the lock.  Never fails.
+ * True if, under System V, the segment under handle h's key may be another
+ * slot's: when the control segment or another slot whose segment is known
+ * to exist (active, or moribund with its id recorded) has a handle with
+ * the same key.  Two live segments never share a key.  Always false for
+ * POSIX and mmap, whose names are unique per handle.  The caller holds the
+ * lock.  Never fails.
  */
 static bool
 dsm_key_used_by_other(uint32_t slot, dsm_handle h)
@@ -807,29 +937,49 @@ dsm_key_used_by_other(uint32_t slot, dsm_handle h)
 	if (dsm_impl_sysv_key(dsm_control_handle) == key)
 		return true;
 	for (uint32_t i = 0; i < dsm_control->maxitems; i++)
-		if (i != slot && items[i].refcnt != 0 && dsm_impl_sysv_key(dsm_item_handle(&items[i])) == key)
+	{
+		uint32_t id = __atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE);
+
+		if (i == slot || items[i].refcnt == 0 || dsm_impl_sysv_key(dsm_item_handle(&items[i])) != key)
+			continue;
+		if (dsm_item_active(&items[i]) || (id != DSM_IMPL_ID_NONE && id != DSM_IMPL_ID_CREATING))
 			return true;
+	}
 	return false;
 }
 
 /*
- * Settle a moribund slot that a dead backend was creating or destroying
- * (refcnt 1, busy = that backend): its segment may exist or not.  Called
- * with the lock held inside an update; the destroy happens under the lock
- * so that no backend can make a new segment under the same System V key
- * between the test and the removal.  A key that another slot's segment
- * (or the control segment) has is not removed.  The slot is freed unless a
- * segment of its own is still there after the attempt; then nobody is
- * busy on it and the supervisor retries at shutdown.  Never raises.
+ * Settle a moribund slot that a dead backend (pid) was creating or
+ * destroying, or kept in its cache (busy names it).  impl_id says what
+ * may exist: nothing (reserved, cached, or not yet named), a segment
+ * whose System V id is known (remove exactly that one), or one that the
+ * backend was making (System V: remove the segment under the key only if
+ * that backend made it and no other slot's segment has the key, since a
+ * live creator may have just made its own segment under a colliding key;
+ * POSIX and mmap names are unique per handle).  Runs under the lock,
+ * inside an update.  The slot is freed unless a segment of its own is
+ * still there after the attempt; then nobody is busy on it and the
+ * supervisor retries at shutdown.  Never raises.
  */
 static void
-dsm_ctl_settle_orphan(uint32_t slot)
+dsm_ctl_settle_orphan(uint32_t slot, pid_t pid)
 {
 	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
 	dsm_handle h = dsm_item_handle(item);
-	bool foreign = dsm_key_used_by_other(slot, h);
+	uint32_t id = __atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE);
+	bool gone = true;
 
-	if (!foreign)
+	if (id == DSM_IMPL_ID_NONE || h == DSM_HANDLE_INVALID)
+		gone = true;
+	else if (dsm_impl_current() == DSM_IMPL_SYSV)
+	{
+		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend", h));
+		if (id != DSM_IMPL_ID_CREATING)
+			gone = dsm_impl_sysv_remove_orphan(h, (int) (id - 1), 0, DEBUG1);
+		else if (pid > 0 && !dsm_key_used_by_other(slot, h))
+			gone = dsm_impl_sysv_remove_orphan(h, -1, pid, DEBUG1);
+	}
+	else
 	{
 		void *priv = NULL;
 		void *addr = NULL;
@@ -837,8 +987,9 @@ dsm_ctl_settle_orphan(uint32_t slot)
 
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend", h));
 		(void) dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, DEBUG1);
+		gone = !dsm_os_segment_exists(h);
 	}
-	if (foreign || !dsm_os_segment_exists(h))
+	if (gone)
 		dsm_ctl_free_slot(slot);
 	else
 		CTL_SET32(item->busy, DSM_BUSY_NONE);
@@ -892,6 +1043,7 @@ dsm_local_reset(void)
 	dsm_backend_index = -1;
 	dsm_role = DSMKIT_ROLE_NONE;
 	dsm_repair_pending_backend = INT32_MIN;
+	dsm_slot_cache_count = 0; /* a forked child owns none of its parent's cached slots */
 }
 
 static void dsm_backend_shutdown(int code, Datum arg);
@@ -944,6 +1096,7 @@ dsm_backend_shutdown(int code, Datum arg)
 	{
 		dsm_control_backend *b = &dsm_control_backends(dsm_control)[index];
 
+		dsm_slot_cache_give_back();
 		dsm_ctl_begin(DSM_INTENT_BACKEND);
 		if (dsm_control_backend_nrefs(dsm_control, (uint32_t) index) == 0 &&
 			b->pid == (int32_t) getpid())
@@ -1088,7 +1241,8 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 
 		/* Cheap unlocked peek; re-checked under the lock. */
 		if (!dsm_control_ref_is_set(dsm_control, (uint32_t) index, slot) &&
-			!(dsm_item_moribund(&items[slot]) && items[slot].busy == index))
+			!(dsm_item_moribund(&items[slot]) &&
+			  (items[slot].busy == index || items[slot].busy == DSM_BUSY_CACHED(index))))
 			continue;
 		if (!dsm_control_lock(WARNING))
 			return dropped;
@@ -1107,8 +1261,9 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 			if (dropped++ == 1)
 				(void) INJECTION_POINT("supervisor-reap-mid-reclaim");
 		}
-		else if (dsm_item_moribund(&items[slot]) && items[slot].busy == index)
-			dsm_ctl_settle_orphan(slot);
+		else if (dsm_item_moribund(&items[slot]) &&
+				 (items[slot].busy == index || items[slot].busy == DSM_BUSY_CACHED(index)))
+			dsm_ctl_settle_orphan(slot, (pid_t) dsm_control_backends(dsm_control)[index].pid);
 		dsm_ctl_commit();
 		dsm_control_unlock();
 		if (destroy != DSM_HANDLE_INVALID)
@@ -1276,14 +1431,8 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 				ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 						errmsg("could not find a free name for a dynamic shared memory segment"),
 						errdetail("1000 handles were taken already."));
-			if (!dsm_control_lock(WARNING))
-				ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
-						errmsg("could not lock the dynamic shared memory control segment"));
-			dsm_ctl_begin(DSM_INTENT_CREATE);
-			dsm_ctl_new_generation(slot);
-			handle = dsm_item_handle(&dsm_control_items(dsm_control)[slot]);
-			dsm_ctl_commit();
-			dsm_control_unlock();
+			(void) INJECTION_POINT("dsm-create-new-handle");
+			handle = dsm_owned_new_generation(slot, size);
 		}
 	}
 	PG_CATCH();
@@ -1305,10 +1454,11 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 
 /*
  * Create a segment (see dsm.h).  Order: resource owner slot, descriptor,
- * control slot (moribund, busy = us, so nobody attaches it), then the
- * operating-system segment under the slot's handle, then publication: our
- * reference makes the slot's word active.  Each failure undoes what came before,
- * so nothing leaks.  Only backends may call it.
+ * control slot (moribund, busy = us, so nobody attaches it: from our slot
+ * cache, else reserved under the lock), its new handle, then the
+ * operating-system segment under that handle, then publication: our
+ * reference makes the slot's word active.  Each failure undoes what came
+ * before, so nothing leaks.  Only backends may call it.
  */
 dsm_segment *
 dsm_create(size_t size, int flags)
@@ -1333,47 +1483,60 @@ dsm_create(size_t size, int flags)
 		dsm_injected_error(e, "dsm-create-before-slot");
 	}
 
-	/* Reserve a slot, moribund and busy until the segment exists. */
-	if (!dsm_control_lock(WARNING))
-	{
-		dsm_segment_free(seg);
-		ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
-				errmsg("could not lock the dynamic shared memory control segment"));
-	}
-	dsm_ctl_begin(DSM_INTENT_CREATE);
-	slot = dsm_ctl_pop_free();
-	if (slot != DSM_NO_SLOT)
-	{
-		item = &dsm_control_items(dsm_control)[slot];
-		dsm_ctl_new_generation(slot);
-		CTL_SET32(item->refcnt, 1);
-		CTL_SET32(item->pinned, 0);
-		CTL_SET32(item->busy, dsm_backend_index);
-		CTL_SET64(item->size, size);
-		CTL_SET64(item->ctime, (uint64_t) time(NULL));
-		handle = dsm_item_handle(item);
-	}
-	dsm_ctl_commit();
-	dsm_control_unlock();
+	/*
+	 * A slot of our own, moribund and busy = us until the segment exists:
+	 * from our cache without the lock, else reserved under it.
+	 */
+	slot = dsm_slot_cache_take();
 	if (slot == DSM_NO_SLOT)
 	{
-		dsm_segment_free(seg);
-		if (flags & DSM_CREATE_NULL_IF_MAXSEGMENTS)
-			return NULL;
-		ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				errmsg("too many dynamic shared memory segments"),
-				errdetail("All %u segment slots of the control segment are in use.",
-						  dsm_control->maxitems),
-				errhint("Raise max_segments in the supervisor's configuration, or detach segments sooner."));
+		if (!dsm_slot_reserve(&slot))
+		{
+			dsm_segment_free(seg);
+			ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+					errmsg("could not lock the dynamic shared memory control segment"));
+		}
+		if (slot == DSM_NO_SLOT)
+		{
+			dsm_segment_free(seg);
+			if (flags & DSM_CREATE_NULL_IF_MAXSEGMENTS)
+				return NULL;
+			ereport(ERROR, errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					errmsg("too many dynamic shared memory segments"),
+					errdetail("All %u segment slots of the control segment are in use.",
+							  dsm_control->maxitems),
+					errhint("Raise max_segments in the supervisor's configuration, or detach segments sooner."));
+		}
 	}
+	(void) INJECTION_POINT("dsm-create-slot-owned");
+	handle = dsm_owned_new_generation(slot, size);
 	seg->control_slot = slot;
 	handle = dsm_create_os_segment(seg, slot, handle, size);
 
-	/* Publish: active, with our reference. */
+	/*
+	 * Record what exists (System V: the segment's id, so that a reap never
+	 * needs to guess by key), then publish: active, with our reference.  A
+	 * lock-free backend sets its bit in the word of the slot it owns, and
+	 * only then gives up ownership (busy): a death in between leaves an
+	 * active segment with our reference, which the reap drops.  The others
+	 * publish under the lock, as they attach.
+	 */
 	seg->handle = handle;
-	if (dsm_control_lock(WARNING))
+	(void) INJECTION_POINT("dsm-create-made");
+	item = &dsm_control_items(dsm_control)[slot];
+	__atomic_store_n(&item->impl_id,
+					 dsm_impl_current() == DSM_IMPL_SYSV
+						 ? (uint32_t) (uintptr_t) seg->impl_private /* shmid + 1, never 0 */
+						 : 1u,
+					 __ATOMIC_RELEASE);
+	if (likely(dsm_backend_is_fast(dsm_backend_index)))
 	{
-		item = &dsm_control_items(dsm_control)[slot];
+		__atomic_fetch_or(&item->word, DSM_WORD_FAST_BIT(dsm_backend_index), __ATOMIC_SEQ_CST);
+		(void) INJECTION_POINT("dsm-create-published");
+		__atomic_store_n(&item->busy, DSM_BUSY_NONE, __ATOMIC_RELEASE);
+	}
+	else if (dsm_control_lock(WARNING))
+	{
 		dsm_ctl_begin(DSM_INTENT_CREATE);
 		CTL_SET32(item->busy, DSM_BUSY_NONE);
 		dsm_ctl_add_ref(slot, dsm_backend_index); /* makes the word active: the last change */
@@ -1974,6 +2137,18 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 
 		if (refcnt == 0)
 			continue;
+		if (DSM_BUSY_IS_CACHED(items[i].busy) ||
+			__atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE) == DSM_IMPL_ID_NONE)
+		{
+			/* Cached, or reserved and not yet named: no segment (its key may be another's now). */
+			if (live)
+			{
+				dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+				dsm_ctl_free_slot(i);
+				dsm_ctl_commit();
+			}
+			continue;
+		}
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));
 		moribund = dsm_item_moribund(&items[i]);
@@ -2024,7 +2199,7 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
  * malloc'd memory that cannot raise ERROR; dsm_check_flush() reports them
  * after the unlock.  The caller's callback may raise ERROR or call dsm
  * functions, neither of which is allowed under the lock (dsm_int.h,
- * invariant 5).
+ * invariant 7).
  */
 typedef struct dsm_check_state
 {
@@ -2338,7 +2513,8 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 				dsm_check_problem(st, "free slot %u is marked active", i);
 			continue;
 		}
-		if ((h & ((1u << control->slot_bits) - 1)) != i)
+		/* A slot reserved before it was ever named still has handle 0. */
+		if (h != DSM_HANDLE_INVALID && (h & ((1u << control->slot_bits) - 1)) != i)
 			dsm_check_problem(st, "slot %u holds handle %u of another slot", i, h);
 		if (!DSM_WORD_ACTIVE(w))
 		{
@@ -2352,6 +2528,18 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 									!live[item->busy]))
 				dsm_check_problem(st, "moribund segment %u (slot %u) waits for backend %d, which is gone",
 								  h, i, item->busy);
+			if (DSM_BUSY_IS_CACHED(item->busy))
+			{
+				int32_t b = DSM_BUSY_CACHED_BY(item->busy);
+
+				if ((uint32_t) b >= control->max_backends || !live[b])
+					dsm_check_problem(st, "slot %u is kept in the slot cache of backend %d, which is gone",
+									  i, (int) b);
+				if (dsm_impl_current() != DSM_IMPL_SYSV && h != DSM_HANDLE_INVALID &&
+					dsm_os_segment_exists(h))
+					dsm_check_problem(st, "slot %u is kept in a slot cache, but segment %u still exists",
+									  i, h);
+			}
 			/* Nobody busy: a destroy failed and shutdown retries it, so the segment must exist. */
 			if (item->busy == DSM_BUSY_NONE && !dsm_os_segment_exists(h))
 				dsm_check_problem(st, "moribund segment %u (slot %u) has no operating-system segment, so nobody will free its slot",

@@ -66,6 +66,15 @@ extern dsm_impl_config dsm_impl_cfg;
 uint32_t dsm_impl_sysv_key(dsm_handle handle);
 
 /*
+ * Remove the System V segment a dead process left for handle: the one
+ * with id shmid (>= 0; still under handle's key), or else the one under
+ * the key if creator (nonzero) made it.  A segment another process made
+ * under a colliding key is left alone.  false only if the dead process's
+ * segment could not be removed (reported at elevel).  Never raises.
+ */
+bool dsm_impl_sysv_remove_orphan(dsm_handle handle, int shmid, pid_t creator, int elevel);
+
+/*
  * The error code for a failed system call on a segment (call it inside
  * ereport(), passing the errno saved right after the failing call).
  */

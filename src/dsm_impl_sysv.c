@@ -212,6 +212,50 @@ sysv_attach(uint32_t key, size_t known_size, void **impl_private,
 	return true;
 }
 
+/*
+ * Remove the segment a dead process left under handle, never one another
+ * process made under the same key (see dsm_impl_int.h).  With shmid >= 0
+ * (the segment's id, recorded when it was made) only that segment is
+ * removed, and only if it still carries handle's key; ids are not reused
+ * while a segment lives.  With shmid < 0 the segment under the key is
+ * removed only if creator made it (shm_cpid).  Returns false only if that
+ * segment is still there after a failed removal (reported at elevel).
+ * Never raises.
+ */
+bool
+dsm_impl_sysv_remove_orphan(dsm_handle handle, int shmid, pid_t creator, int elevel)
+{
+	uint32_t key = dsm_impl_sysv_key(handle);
+	struct shmid_ds ds;
+	int rc;
+
+	if (shmid < 0)
+	{
+		shmid = lookup(key);
+		if (shmid < 0)
+			return true; /* nothing under the key */
+	}
+	do
+		rc = shmctl(shmid, IPC_STAT, &ds);
+	while (rc < 0 && errno == EINTR);
+	if (rc != 0)
+		return true; /* gone (EINVAL, EIDRM), or not ours to see */
+	if ((uint32_t) ds.shm_perm.__key != key)
+		return true; /* the id now names another segment */
+	if (creator != 0 && ds.shm_cpid != creator)
+		return true; /* another process's segment under a colliding key */
+	do
+		rc = shmctl(shmid, IPC_RMID, NULL);
+	while (rc < 0 && errno == EINTR);
+	if (rc != 0 && errno != EINVAL && errno != EIDRM)
+	{
+		REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m",
+					 SYSV_NAME(key));
+		return false;
+	}
+	return true;
+}
+
 /* DETACH: shmdt; nothing to do when not mapped.  Forgets the shmid. */
 static bool
 sysv_detach(uint32_t key, void **impl_private, void **mapped_address, size_t *mapped_size,

@@ -9,7 +9,8 @@
  *
  *   1. Every change to the control segment is made by a process that holds
  *      control->lock, a process-shared robust pthread mutex, except the
- *      lock-free attach and detach of invariant 4.
+ *      lock-free attach and detach of invariant 4 and the owner's writes
+ *      of invariant 6.
  *
  *   2. Each change (but those of invariant 4) is written through dsm_ctl_write(), which first appends
  *      the field's offset and old value to the undo log in control->intent
@@ -30,23 +31,26 @@
  *      only state any other process can ever observe.
  *
  *   4. A slot's word (handle, fast holder bits, OTHERS bit; see
- *      dsm_control_item) is the one field that changes without the lock:
- *      backends 0..DSM_FAST_BACKENDS-1 attach and detach an active segment
- *      with one compare-and-swap on it.  Those compare-and-swaps never make
- *      an inactive word active or an active one inactive, so under the lock
- *      "active" is stable and only a lock holder changes it.  A lock holder
- *      writes an inactive word (nobody else touches it) through the undo
- *      log, and an active one, or the transition between the two, with an
- *      unlogged compare-and-swap, having first named the slot in
- *      intent.slot; at most one slot per update.  The repair after its
- *      death then re-derives that slot's word and busy from the rolled-back
- *      fields (dsm_control_repair()).
+ *      dsm_control_item) changes without the lock in two ways: backends
+ *      0..DSM_FAST_BACKENDS-1 attach and detach an active segment with one
+ *      compare-and-swap on it, and a slot's owner (invariant 6) names and
+ *      publishes it.  The compare-and-swaps never make an inactive word
+ *      active or an active one inactive, so under the lock "active" is
+ *      stable for every slot nobody owns, and only a lock holder makes a
+ *      word inactive.  A lock holder writes an inactive word nobody owns
+ *      through the undo log, and an active one, or the transition between
+ *      the two, with an unlogged compare-and-swap, having first named the
+ *      slot in intent.slot; at most one slot per update.  The repair after
+ *      its death then re-derives that slot's word and busy from the
+ *      rolled-back fields (dsm_control_repair()).
  *
  *   5. Every committed state satisfies, for each slot i:
  *        free:     refcnt 0, word inactive, on the free list, no bit set;
- *        moribund: refcnt 1, word inactive (being created or destroyed), no
- *                  bit set; busy names the process doing it, so that the
- *                  supervisor can finish the job if that process dies;
+ *        moribund: refcnt 1, word inactive (being created or destroyed, or
+ *                  kept in a backend's slot cache), no bit set; busy names
+ *                  the process doing it, or whose cache holds it
+ *                  (DSM_BUSY_CACHED), so that the supervisor can finish the
+ *                  job or free the slot if that process dies;
  *        active:   word active; refcnt = 1 + pinned + (backends at or above
  *                  DSM_FAST_BACKENDS whose bitmap bit i is set); OTHERS is
  *                  set iff refcnt >= 2; the word's fast bits are the fast
@@ -59,7 +63,18 @@
  *      death, which is what lets supervisor_reap() drop exactly a dead
  *      backend's references.
 
- *   6. Nobody raises ERROR while holding the lock (reports are made after
+ *   6. A moribund slot whose busy names a live backend b ("owned" by b:
+ *      reserved for its create, or destroyed by it) is written by b alone,
+ *      without the lock: its generation, word, size, ctime and impl_id,
+ *      and busy when b publishes the segment (its fast bit first, so the
+ *      word goes from inactive to active in one step) or caches the slot
+ *      (a compare-and-swap).  Lock holders leave owned slots alone (but
+ *      for b's reap and the supervisor's shutdown), and take a cached slot
+ *      only by a compare-and-swap on busy.  impl_id tells b's reap what
+ *      may exist under the handle, so that it never removes what another
+ *      process made under a colliding System V key.
+ *
+ *   7. Nobody raises ERROR while holding the lock (reports are made after
  *      the unlock), so a live process never leaves the mutex held.
  */
 #ifndef DSMKIT_DSM_INT_H
@@ -75,7 +90,7 @@
 #include <dsmkit/supervisor.h>
 
 #define DSM_CONTROL_MAGIC 0x6b6d7364u /* "dsmk" in memory on little-endian */
-#define DSM_CONTROL_VERSION 2u
+#define DSM_CONTROL_VERSION 3u
 
 /* Limits on the configuration (they keep the control segment below 1 GB). */
 #define DSM_MAX_SEGMENTS_LIMIT 65534u
@@ -84,6 +99,21 @@
 #define DSM_NO_SLOT UINT32_MAX   /* ends the free list; "no slot" in descriptors */
 #define DSM_BUSY_NONE (-1)       /* item.busy: nobody is creating or destroying it */
 #define DSM_BUSY_SUPERVISOR (-2) /* item.busy: the supervisor is destroying it */
+/*
+ * item.busy of a slot kept in backend b's slot cache (dsm.c): moribund,
+ * its segment destroyed, not on the free list.  It leaves that state only
+ * by a compare-and-swap on busy: b takes it back for a create, or a
+ * creator under the lock takes it when the free list is empty; b's exit
+ * hook or its reap frees it.
+ */
+#define DSM_BUSY_CACHED(b) (-3 - (int32_t) (b))
+#define DSM_BUSY_IS_CACHED(v) ((v) <= -3)
+#define DSM_BUSY_CACHED_BY(v) (-3 - (v))
+
+/* item.impl_id: what exists under the slot's current handle. */
+#define DSM_IMPL_ID_NONE 0u           /* no operating-system segment (free, reserved, cached) */
+#define DSM_IMPL_ID_CREATING UINT32_MAX /* its creator may have made one; its id is not known yet */
+/* Any other value: the segment exists or did; System V: its shmid + 1, else 1. */
 
 /* Backend slot states (dsm_control_backend.state). */
 #define DSM_BACKEND_FREE 0     /* unused */
@@ -145,6 +175,7 @@ typedef struct dsm_control_item
 	uint32_t generation; /* bumped on every reuse; the handle's high bits; never 0 once used */
 	int32_t busy;        /* while moribund: backend index creating or destroying it, or DSM_BUSY_* */
 	uint32_t next_free;  /* while refcnt is 0: next free slot, DSM_NO_SLOT at the end */
+	uint32_t impl_id;    /* DSM_IMPL_ID_*, or the segment's System V shmid + 1 (see above) */
 	uint64_t size;       /* bytes, as created or last resized */
 	uint64_t ctime;      /* creation time, seconds since the epoch */
 } dsm_control_item;

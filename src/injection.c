@@ -61,6 +61,12 @@ static const char *const point_names[] = {
 	/* dsm.c */
 	"dsm-create-before-slot",
 	"dsm-create-after-slot",
+	"dsm-create-slot-owned",      /* a create owns its slot (cached or reserved), not yet renamed */
+	"dsm-create-new-handle",      /* a create's name was taken: before it draws another handle */
+	"dsm-create-made",            /* a create made its segment, its id not yet recorded */
+	"dsm-create-published",       /* a lock-free create set its bit, still owns the slot */
+	"dsm-destroy-before-free",    /* a segment destroyed, its slot not yet freed or cached */
+	"dsm-slot-cached",            /* a destroyed segment's slot kept in the backend's cache */
 	"dsm-attach-after-refcount",
 	"dsm-detach-before-refcount",
 	"dsm-detach-before-destroy",

@@ -1009,11 +1009,17 @@ END_TEST
 /* ---- kills at the dsm injection points ---------------------------------------- */
 
 /*
- * Each point with the passes to let go by first.  "dsm-control-locked"
- * with one pass skipped kills B at the second lock of its first detach:
- * after its last reference went and the segment was destroyed, before
- * the slot was freed.  That and "dsm-create-after-slot" leave a moribund
- * slot whose segment does not exist, which the reclaim must still free.
+ * Each point with the passes to let go by first.  B's first detach drops
+ * the last reference of its own segment under the lock ("dsm-control-
+ * locked", "dsm-word-changed"), destroys it ("dsm-destroy-before-free":
+ * moribund, its segment gone) and keeps the slot in its cache
+ * ("dsm-slot-cached").  B's create then takes that slot back without the
+ * lock ("dsm-create-slot-owned": old handle, nothing made), names it and
+ * makes the segment ("dsm-create-after-slot": new handle, nothing made
+ * yet; "dsm-create-made": the segment exists, its id not yet recorded),
+ * and publishes it ("dsm-create-published": active with B's bit, B still
+ * named busy).  The reap must settle each state: free what holds nothing,
+ * destroy what B made, and leave no slot or segment behind.
  */
 static const struct
 {
@@ -1021,14 +1027,17 @@ static const struct
 	int skip;
 } kill_points[] = {
 	{"dsm-create-before-slot", 0},
+	{"dsm-create-slot-owned", 0},
 	{"dsm-create-after-slot", 0},
+	{"dsm-create-made", 0},
+	{"dsm-create-published", 0},
 	{"dsm-attach-after-refcount", 0},
 	{"dsm-detach-before-refcount", 0},
 	{"dsm-detach-before-destroy", 0},
+	{"dsm-destroy-before-free", 0},
+	{"dsm-slot-cached", 0},
 	{"dsm-control-locked", 0},
-	{"dsm-control-locked", 1},
 	{"dsm-word-changed", 0}, /* B's last detach: word inactive, busy not yet set */
-	{"dsm-word-changed", 1}, /* B's create publishes: word active, not yet committed */
 };
 
 #define NOT_FIRED 0xbadu
