@@ -542,6 +542,100 @@ START_TEST(test_too_many_segments)
 }
 END_TEST
 
+/*
+ * The slot cache loses no slot to the others.  With 6 slots, A makes and
+ * destroys 4 segments, which leaves their slots in A's cache (not free,
+ * not listed as segments by inspect, and fine for the check).  B then makes
+ * 6 segments: 2 from the free list and A's 4 cached slots, taken when the
+ * free list runs dry; only the 7th create finds every slot in use.  A then
+ * finds its cache emptied and reserves again.  Nothing is left reserved
+ * once both have exited and been reaped.
+ */
+static int
+inspect_segments(uint32_t *nfree)
+{
+	DsmClusterInfo *info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+	int n = (int) info->nsegments;
+
+	ck_assert_msg(info->consistent, "inspect: %s", info->control_problem ? info->control_problem : "");
+	*nfree = info->slots_total - info->slots_used;
+	dsm_cluster_info_free(info);
+	return n;
+}
+
+static void
+share_a(Datum arg)
+{
+	dsm_segment *segs[4];
+	uint32_t unused;
+
+	(void) arg;
+	for (int i = 0; i < 4; i++)
+		segs[i] = dsm_create(4096, 0);
+	for (int i = 0; i < 4; i++)
+		dsm_detach(segs[i]);
+	ck_assert_int_eq(inspect_segments(&unused), 0); /* cached slots are no segments */
+	ck_assert_int_eq(unused, 6);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	tu_pipe_send(&ctx.to_b, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 2);
+	/* B took every cached slot and gave them back to the free list (it has no cache room for 6). */
+	segs[0] = dsm_create(4096, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+	ck_assert_ptr_nonnull(segs[0]);
+	dsm_detach(segs[0]);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+share_b(Datum arg)
+{
+	dsm_segment *segs[6];
+	uint32_t unused;
+
+	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 1);
+	for (int i = 0; i < 6; i++)
+	{
+		segs[i] = dsm_create(4096, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+		ck_assert_msg(segs[i] != NULL, "create %d found no slot", i);
+		memset(dsm_segment_address(segs[i]), i, 4096);
+	}
+	ck_assert_ptr_null(dsm_create(4096, DSM_CREATE_NULL_IF_MAXSEGMENTS));
+	ck_assert_int_eq(inspect_segments(&unused), 6);
+	ck_assert_int_eq(unused, 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	for (int i = 0; i < 6; i++)
+		dsm_detach(segs[i]);
+	tu_pipe_send(&ctx.to_a, 2);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+share_supervisor(void)
+{
+	uint32_t unused;
+
+	supervisor_spawn_backend(share_a, 0);
+	supervisor_spawn_backend(share_b, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+	while (supervisor_reap(true) > 0)
+		;
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	ck_assert_int_eq(inspect_segments(&unused), 0);
+	ck_assert_int_eq(unused, 6); /* the exit hooks freed every cached slot */
+}
+
+START_TEST(test_cached_slots_are_shared)
+{
+	TU_TEST_BEGIN();
+	ctx.max_segments = 6;
+	run_cluster(impls[_i], share_supervisor);
+	ctx.max_segments = 0;
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- roles ------------------------------------------------------------------ */
 
 static void
@@ -800,6 +894,7 @@ dsm_suite(void)
 	tcase_add_loop_test(tc, test_detach_callbacks, 0, 3);
 	tcase_add_loop_test(tc, test_resize_remap, 0, 3);
 	tcase_add_loop_test(tc, test_too_many_segments, 0, 3);
+	tcase_add_loop_test(tc, test_cached_slots_are_shared, 0, 3);
 	tcase_add_test(tc, test_roles);
 	tcase_add_loop_test(tc, test_bad_arguments, 0, 3);
 	tcase_add_loop_test(tc, test_enospc, 0, 2);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1107,6 +1108,79 @@ START_TEST(test_kill_at_dsm_points)
 }
 END_TEST
 
+/* ---- System V: a reap never removes another process's segment ------------------ */
+
+/*
+ * Under System V two handles can fold to one key, and a creator names its
+ * slot and makes its segment without the lock.  So when a dead backend's
+ * slot is settled, a segment under that slot's key may be someone else's.
+ * B dies at a point where no segment of its own exists under its slot's
+ * handle: before making it ("dsm-create-after-slot": the reap knows only
+ * the key) or after destroying it ("dsm-destroy-before-free": the reap
+ * knows its old id).  Before the reap, the supervisor makes a segment
+ * under that key, as a colliding creator would.  The reap must free B's
+ * slot and leave that segment alone.
+ */
+static const char *const collide_points[] = {"dsm-create-after-slot", "dsm-destroy-before-free"};
+static const char *collide_point;
+
+static void
+collide_b(Datum arg)
+{
+	dsm_segment *s;
+
+	(void) arg;
+	InjectionPointAttach(collide_point, INJECTION_KILL, 0, 0, 1);
+	s = dsm_create(4096, 0);
+	dsm_detach(s); /* "dsm-destroy-before-free" fires here */
+	ck_abort_msg("injection point %s did not fire", collide_point);
+}
+
+static void
+collide_supervisor(void)
+{
+	pid_t b = supervisor_spawn_backend(collide_b, 0);
+	siginfo_t si;
+	DsmClusterInfo *info;
+	dsm_handle h = DSM_HANDLE_INVALID;
+	char name[64];
+	unsigned key;
+	int shmid;
+
+	memset(&si, 0, sizeof si);
+	ck_assert_int_eq(waitid(P_PID, (id_t) b, &si, WEXITED | WNOWAIT), 0); /* dead, not yet reaped */
+	ck_assert_int_eq(si.si_code, CLD_KILLED);
+	info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+	for (int i = 0; i < info->nsegments; i++)
+		if (info->segments[i].moribund)
+			h = info->segments[i].handle;
+	dsm_cluster_info_free(info);
+	ck_assert_msg(h != DSM_HANDLE_INVALID, "B's slot is not listed as moribund");
+	dsm_impl_segment_name(h, name, sizeof name);
+	ck_assert(sscanf(name, "key 0x%x", &key) == 1);
+	shmid = shmget((key_t) key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+	ck_assert_msg(shmid >= 0, "shmget(0x%08x): %s", key, strerror(errno));
+	ck_assert_int_eq(supervisor_reap(true), 0);
+	ck_assert_msg(shmget((key_t) key, 0, 0) == shmid, "the reap removed another process's segment");
+	ck_assert_int_eq(shmctl(shmid, IPC_RMID, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+	ck_assert_int_eq(info->nsegments, 0); /* B's slot is free again */
+	dsm_cluster_info_free(info);
+}
+
+START_TEST(test_sysv_reap_spares_colliding_key)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		collide_point = collide_points[_i];
+		run_cluster(DSM_IMPL_SYSV, collide_supervisor);
+	}
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- backends that attach and detach under the lock ----------------------------- */
 
 /*
@@ -1802,6 +1876,7 @@ supervisor_suite(void)
 	tcase_add_loop_test(tc, test_rollback_after_kill_in_lock, 0, 3);
 	tcase_add_loop_test(tc, test_kill_mid_reclaim, 0, 3);
 	tcase_add_loop_test(tc, test_kill_at_dsm_points, 0, 3);
+	tcase_add_loop_test(tc, test_sysv_reap_spares_colliding_key, 0, 2);
 	tcase_add_loop_test(tc, test_slow_backends, 0, 3);
 	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
