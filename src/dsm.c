@@ -918,66 +918,48 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
 }
 
 /*
- * True if, under System V, the segment under handle h's key may be another
- * slot's: when the control segment or another slot whose segment is known
- * to exist (active, or moribund with its id recorded) has a handle with
- * the same key.  Two live segments never share a key.  Always false for
- * POSIX and mmap, whose names are unique per handle.  The caller holds the
- * lock.  Never fails.
+ * Destroy the operating-system segment that slot of control names, if
+ * there is one, and never one another process made under a colliding
+ * System V key (System V keys hold 16 bits of the handle, and a creator
+ * names its slot without the lock).  By what the slot records (impl_id):
+ * nothing, for a slot that is free, cached, or reserved and not yet
+ * named; the recorded System V id, if that segment still carries the
+ * key; for a segment still being created, the one under the key if the
+ * creator (the backend busy names) made it and no other slot records its
+ * id; POSIX and mmap names are unique per handle.  Returns 1 if a segment
+ * was removed, 0 if there was none, -1 if one is still there (reported
+ * at elevel, below ERROR).  control may be a dead cluster's.  Never
+ * raises.
  */
-static bool
-dsm_key_used_by_other(uint32_t slot, dsm_handle h)
+int
+dsm_control_destroy_segment(dsm_control_header *control, uint32_t slot, int elevel)
 {
-	dsm_control_item *items = dsm_control_items(dsm_control);
-	uint32_t key;
-
-	if (dsm_impl_current() != DSM_IMPL_SYSV)
-		return false;
-	key = dsm_impl_sysv_key(h);
-	if (dsm_impl_sysv_key(dsm_control_handle) == key)
-		return true;
-	for (uint32_t i = 0; i < dsm_control->maxitems; i++)
-	{
-		uint32_t id = __atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE);
-
-		if (i == slot || items[i].refcnt == 0 || dsm_impl_sysv_key(dsm_item_handle(&items[i])) != key)
-			continue;
-		if (dsm_item_active(&items[i]) || (id != DSM_IMPL_ID_NONE && id != DSM_IMPL_ID_CREATING))
-			return true;
-	}
-	return false;
-}
-
-/*
- * Settle a moribund slot that a dead backend (pid) was creating or
- * destroying, or kept in its cache (busy names it).  impl_id says what
- * may exist: nothing (reserved, cached, or not yet named), a segment
- * whose System V id is known (remove exactly that one), or one that the
- * backend was making (System V: remove the segment under the key only if
- * that backend made it and no other slot's segment has the key, since a
- * live creator may have just made its own segment under a colliding key;
- * POSIX and mmap names are unique per handle).  Runs under the lock,
- * inside an update.  The slot is freed unless a segment of its own is
- * still there after the attempt; then nobody is busy on it and the
- * supervisor retries at shutdown.  Never raises.
- */
-static void
-dsm_ctl_settle_orphan(uint32_t slot, pid_t pid)
-{
-	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+	dsm_control_item *items = dsm_control_items(control);
+	dsm_control_item *item = &items[slot];
 	dsm_handle h = dsm_item_handle(item);
 	uint32_t id = __atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE);
-	bool gone = true;
+	int32_t busy = __atomic_load_n(&item->busy, __ATOMIC_ACQUIRE);
 
-	if (id == DSM_IMPL_ID_NONE || h == DSM_HANDLE_INVALID)
-		gone = true;
-	else if (dsm_impl_current() == DSM_IMPL_SYSV)
+	if (item->refcnt == 0 || DSM_BUSY_IS_CACHED(busy) || id == DSM_IMPL_ID_NONE ||
+		h == DSM_HANDLE_INVALID)
+		return 0;
+	if (dsm_impl_current() == DSM_IMPL_SYSV)
 	{
-		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend", h));
+		int shmid;
+		pid_t creator;
+
 		if (id != DSM_IMPL_ID_CREATING)
-			gone = dsm_impl_sysv_remove_orphan(h, (int) (id - 1), 0, DEBUG1);
-		else if (pid > 0 && !dsm_key_used_by_other(slot, h))
-			gone = dsm_impl_sysv_remove_orphan(h, -1, pid, DEBUG1);
+			return dsm_impl_sysv_remove_orphan(h, (int) (id - 1), 0, elevel);
+		if (busy < 0 || (uint32_t) busy >= control->max_backends)
+			return 0; /* no creator known: nothing it made can be told apart */
+		creator = (pid_t) dsm_control_backends(control)[busy].pid;
+		if (creator <= 0 || (shmid = dsm_impl_sysv_find(h)) < 0)
+			return 0;
+		for (uint32_t i = 0; i < control->maxitems; i++)
+			if (i != slot && items[i].refcnt != 0 &&
+				__atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE) == (uint32_t) shmid + 1)
+				return 0; /* another slot's segment (its creator may be the same backend) */
+		return dsm_impl_sysv_remove_orphan(h, shmid, creator, elevel);
 	}
 	else
 	{
@@ -985,11 +967,27 @@ dsm_ctl_settle_orphan(uint32_t slot, pid_t pid)
 		void *addr = NULL;
 		size_t size = 0;
 
-		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u left by a dead backend", h));
-		(void) dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, DEBUG1);
-		gone = !dsm_os_segment_exists(h);
+		if (dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, elevel))
+			return 1;
+		return dsm_os_segment_exists(h) ? -1 : 0;
 	}
-	if (gone)
+}
+
+/*
+ * Settle a moribund slot that a dead backend was creating or destroying,
+ * or kept in its cache (busy names it): destroy what it made under the
+ * slot's handle (dsm_control_destroy_segment()), then free the slot,
+ * unless that segment is still there; then nobody is busy on it and the
+ * supervisor retries at shutdown.  Runs under the lock, inside an update.
+ * Never raises.
+ */
+static void
+dsm_ctl_settle_orphan(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+	ereport(DEBUG1, errmsg("settling dynamic shared memory slot %u left by a dead backend", slot));
+	if (dsm_control_destroy_segment(dsm_control, slot, DEBUG1) >= 0)
 		dsm_ctl_free_slot(slot);
 	else
 		CTL_SET32(item->busy, DSM_BUSY_NONE);
@@ -1258,12 +1256,14 @@ dsm_backend_reclaim(int index, pid_t expect_pid, uint64_t expect_start)
 			if (ALWAYS(dsm_item_active(&items[slot])) &&
 				dsm_ctl_drop_ref(slot, index, DSM_BUSY_SUPERVISOR))
 				destroy = dsm_item_handle(&items[slot]);
+			else if (items[slot].busy == index)
+				CTL_SET32(items[slot].busy, DSM_BUSY_NONE); /* it died publishing its create */
 			if (dropped++ == 1)
 				(void) INJECTION_POINT("supervisor-reap-mid-reclaim");
 		}
 		else if (dsm_item_moribund(&items[slot]) &&
 				 (items[slot].busy == index || items[slot].busy == DSM_BUSY_CACHED(index)))
-			dsm_ctl_settle_orphan(slot, (pid_t) dsm_control_backends(dsm_control)[index].pid);
+			dsm_ctl_settle_orphan(slot);
 		dsm_ctl_commit();
 		dsm_control_unlock();
 		if (destroy != DSM_HANDLE_INVALID)
@@ -2114,6 +2114,8 @@ dsm_detach_all(void)
  * this process's (dsm_control) and each slot is freed in its own commit;
  * otherwise control is a dead cluster's, read without its lock.  Moribund
  * segments may already be gone, so their failures are reported at DEBUG1.
+ * Slots that hold no segment (cached, or reserved and not yet named) are
+ * not destroyed: their handle's name or key may be another's by now.
  * Never raises.
  */
 void
@@ -2130,18 +2132,16 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 	{
 		dsm_handle h = dsm_item_handle(&items[i]);
 		uint32_t refcnt = dsm_item_refcount(&items[i]);
-		void *priv = NULL;
-		void *addr = NULL;
-		size_t size = 0;
+		int32_t busy = __atomic_load_n(&items[i].busy, __ATOMIC_ACQUIRE);
 		bool moribund;
 
 		if (refcnt == 0)
 			continue;
-		if (DSM_BUSY_IS_CACHED(items[i].busy) ||
-			__atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE) == DSM_IMPL_ID_NONE)
+		if (DSM_BUSY_IS_CACHED(busy))
 		{
-			/* Cached, or reserved and not yet named: no segment (its key may be another's now). */
-			if (live)
+			/* No segment.  Live: take it from its backend's cache as a creator would, and free it. */
+			if (live && __atomic_compare_exchange_n(&items[i].busy, &busy, DSM_BUSY_SUPERVISOR, false,
+													__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
 			{
 				dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
 				dsm_ctl_free_slot(i);
@@ -2149,6 +2149,8 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 			}
 			continue;
 		}
+		if (__atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE) == DSM_IMPL_ID_NONE)
+			continue; /* reserved and not yet named: no segment, and its owner may be naming it */
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));
 		moribund = dsm_item_moribund(&items[i]);
@@ -2165,7 +2167,7 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 			__atomic_store_n(&items[i].word, (uint64_t) h, __ATOMIC_SEQ_CST);
 			dsm_ctl_commit();
 		}
-		dsm_impl_op(DSM_OP_DESTROY, h, 0, &priv, &addr, &size, moribund ? DEBUG1 : elevel);
+		(void) dsm_control_destroy_segment(control, i, moribund ? DEBUG1 : elevel);
 		if (++destroyed == 1)
 			(void) INJECTION_POINT("supervisor-shutdown-mid"); /* first one destroyed, slot not yet freed */
 		if (live)
@@ -2364,7 +2366,7 @@ dsm_handle_listed(dsm_control_header *control, dsm_handle h)
 	if (slot >= control->maxitems)
 		return false;
 	item = &dsm_control_items(control)[slot];
-	return item->refcnt != 0 && dsm_item_handle(item) == h;
+	return dsm_item_holds_segment(item) && dsm_item_handle(item) == h;
 }
 
 /* Report operating-system segments of this cluster that no slot lists. */
@@ -2409,21 +2411,32 @@ dsm_check_orphans(dsm_control_header *control, dsm_check_state *st, const char *
 			while (fgets(line, sizeof line, f) != NULL)
 			{
 				long long key;
+				int shmid;
 				bool listed = false;
 				char name[64];
 
-				if (sscanf(line, "%lld", &key) != 1 || ((uint32_t) key >> 16) != tag ||
+				if (sscanf(line, "%lld %d", &key, &shmid) != 2 || ((uint32_t) key >> 16) != tag ||
 					(uint32_t) key == 0)
 					continue;
-				/* Compare with the key of every listed handle. */
+				/*
+				 * Listed: a slot records its id, or a slot whose segment is
+				 * being made (id not yet recorded) has its key, or it is the
+				 * control segment.
+				 */
 				snprintf(name, sizeof name, "key 0x%08x", (unsigned) key);
 				for (uint32_t i = 0; i < control->maxitems && !listed; i++)
 				{
 					dsm_control_item *item = &dsm_control_items(control)[i];
+					uint32_t id = __atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE);
 					char other[64];
 
-					if (item->refcnt == 0)
+					if (!dsm_item_holds_segment(item))
 						continue;
+					if (id != DSM_IMPL_ID_CREATING)
+					{
+						listed = id == (uint32_t) shmid + 1;
+						continue;
+					}
 					dsm_impl_segment_name(dsm_item_handle(item), other, sizeof other);
 					listed = strcmp(name, other) == 0;
 				}
@@ -2486,6 +2499,12 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 	for (uint32_t i = 0; i < control->maxitems; i++)
 	{
 		dsm_control_item *item = &items[i];
+		/*
+		 * busy before the word: an owner publishes by setting its bit and
+		 * only then clearing busy, so "busy none" read first means that a
+		 * word read inactive after it is no owner's half-done create.
+		 */
+		int32_t busy = __atomic_load_n(&item->busy, __ATOMIC_ACQUIRE);
 		uint64_t w = dsm_item_word(item); /* one snapshot: fast bits change without the lock */
 		dsm_handle h = DSM_WORD_HANDLE(w);
 		uint32_t fast = DSM_WORD_FAST_MASK(w);
@@ -2524,24 +2543,25 @@ dsm_check_locked(dsm_check_state *st, const char *directory, bool *live)
 			if (item->refcnt != 1)
 				dsm_check_problem(st, "moribund segment %u (slot %u) has reference count %u", h, i,
 								  item->refcnt);
-			if (item->busy >= 0 && ((uint32_t) item->busy >= control->max_backends ||
-									!live[item->busy]))
+			if (busy >= 0 && ((uint32_t) busy >= control->max_backends || !live[busy]))
 				dsm_check_problem(st, "moribund segment %u (slot %u) waits for backend %d, which is gone",
-								  h, i, item->busy);
-			if (DSM_BUSY_IS_CACHED(item->busy))
+								  h, i, busy);
+			if (DSM_BUSY_IS_CACHED(busy))
 			{
-				int32_t b = DSM_BUSY_CACHED_BY(item->busy);
+				int32_t b = DSM_BUSY_CACHED_BY(busy);
 
 				if ((uint32_t) b >= control->max_backends || !live[b])
 					dsm_check_problem(st, "slot %u is kept in the slot cache of backend %d, which is gone",
 									  i, (int) b);
+				/* Still cached after the test: its owner did not take it and make a segment meanwhile. */
 				if (dsm_impl_current() != DSM_IMPL_SYSV && h != DSM_HANDLE_INVALID &&
-					dsm_os_segment_exists(h))
+					dsm_os_segment_exists(h) &&
+					__atomic_load_n(&item->busy, __ATOMIC_ACQUIRE) == busy && dsm_item_word(item) == w)
 					dsm_check_problem(st, "slot %u is kept in a slot cache, but segment %u still exists",
 									  i, h);
 			}
 			/* Nobody busy: a destroy failed and shutdown retries it, so the segment must exist. */
-			if (item->busy == DSM_BUSY_NONE && !dsm_os_segment_exists(h))
+			if (busy == DSM_BUSY_NONE && !dsm_os_segment_exists(h))
 				dsm_check_problem(st, "moribund segment %u (slot %u) has no operating-system segment, so nobody will free its slot",
 								  h, i);
 			continue;

@@ -66,13 +66,14 @@ extern dsm_impl_config dsm_impl_cfg;
 uint32_t dsm_impl_sysv_key(dsm_handle handle);
 
 /*
- * Remove the System V segment a dead process left for handle: the one
- * with id shmid (>= 0; still under handle's key), or else the one under
- * the key if creator (nonzero) made it.  A segment another process made
- * under a colliding key is left alone.  false only if the dead process's
- * segment could not be removed (reported at elevel).  Never raises.
+ * System V segments of slots whose owner died (dsm.c decides which id is
+ * whose).  dsm_impl_sysv_find(): the id under handle's key, or -1.
+ * dsm_impl_sysv_remove_orphan(): remove segment shmid if it still carries
+ * handle's key and (creator nonzero) creator made it; 1 removed, 0 no
+ * such segment, -1 failed (reported at elevel).  Never raise.
  */
-bool dsm_impl_sysv_remove_orphan(dsm_handle handle, int shmid, pid_t creator, int elevel);
+int dsm_impl_sysv_find(dsm_handle handle);
+int dsm_impl_sysv_remove_orphan(dsm_handle handle, int shmid, pid_t creator, int elevel);
 
 /*
  * The error code for a failed system call on a segment (call it inside

@@ -213,47 +213,56 @@ sysv_attach(uint32_t key, size_t known_size, void **impl_private,
 }
 
 /*
- * Remove the segment a dead process left under handle, never one another
- * process made under the same key (see dsm_impl_int.h).  With shmid >= 0
- * (the segment's id, recorded when it was made) only that segment is
- * removed, and only if it still carries handle's key; ids are not reused
- * while a segment lives.  With shmid < 0 the segment under the key is
- * removed only if creator made it (shm_cpid).  Returns false only if that
- * segment is still there after a failed removal (reported at elevel).
+ * The id of the segment under handle's key, -1 if there is none (or it
+ * cannot be looked up).  Never raises.
+ */
+int
+dsm_impl_sysv_find(dsm_handle handle)
+{
+	return lookup(dsm_impl_sysv_key(handle));
+}
+
+/*
+ * Remove the segment with id shmid if it still carries handle's key and,
+ * when creator is nonzero, creator made it (shm_cpid).  Returns 1 if it
+ * was removed, 0 if there is no such segment (gone, or another's), -1 if
+ * it is there but could not be examined or removed (reported at elevel).
  * Never raises.
  */
-bool
+int
 dsm_impl_sysv_remove_orphan(dsm_handle handle, int shmid, pid_t creator, int elevel)
 {
 	uint32_t key = dsm_impl_sysv_key(handle);
 	struct shmid_ds ds;
 	int rc;
 
-	if (shmid < 0)
-	{
-		shmid = lookup(key);
-		if (shmid < 0)
-			return true; /* nothing under the key */
-	}
 	do
 		rc = shmctl(shmid, IPC_STAT, &ds);
 	while (rc < 0 && errno == EINTR);
 	if (rc != 0)
-		return true; /* gone (EINVAL, EIDRM), or not ours to see */
+	{
+		if (errno == EINVAL || errno == EIDRM)
+			return 0; /* gone */
+		REPORT_ERRNO(elevel, errno, "could not stat shared memory segment \"%s\": %m",
+					 SYSV_NAME(key));
+		return -1;
+	}
 	if ((uint32_t) ds.shm_perm.__key != key)
-		return true; /* the id now names another segment */
+		return 0; /* the id now names another segment */
 	if (creator != 0 && ds.shm_cpid != creator)
-		return true; /* another process's segment under a colliding key */
+		return 0; /* another process's segment under a colliding key */
 	do
 		rc = shmctl(shmid, IPC_RMID, NULL);
 	while (rc < 0 && errno == EINTR);
-	if (rc != 0 && errno != EINVAL && errno != EIDRM)
+	if (rc != 0)
 	{
+		if (errno == EINVAL || errno == EIDRM)
+			return 0;
 		REPORT_ERRNO(elevel, errno, "could not remove shared memory segment \"%s\": %m",
 					 SYSV_NAME(key));
-		return false;
+		return -1;
 	}
-	return true;
+	return 1;
 }
 
 /* DETACH: shmdt; nothing to do when not mapped.  Forgets the shmid. */

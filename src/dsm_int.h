@@ -246,6 +246,13 @@ bool dsm_control_segment_sane(const dsm_control_header *control, size_t mapped_s
 bool dsm_control_lock(int elevel);
 void dsm_control_unlock(void);
 
+/*
+ * Destroy the operating-system segment slot of control names, if any, and
+ * never another process's under a colliding System V key: 1 removed, 0
+ * none, -1 still there (reported at elevel).  Never raises.
+ */
+int dsm_control_destroy_segment(dsm_control_header *control, uint32_t slot, int elevel);
+
 /* Destroy every segment the control segment lists (shutdown and crash cleanup); never raises. */
 void dsm_control_destroy_all(dsm_control_header *control, int elevel);
 
@@ -277,6 +284,14 @@ static inline bool
 dsm_item_moribund(const dsm_control_item *item)
 {
 	return item->refcnt != 0 && !dsm_item_active(item);
+}
+
+/* Does the slot stand for an operating-system segment (made, or being made)?  Not when free, cached, or reserved and not yet named. */
+static inline bool
+dsm_item_holds_segment(const dsm_control_item *item)
+{
+	return item->refcnt != 0 && !DSM_BUSY_IS_CACHED(__atomic_load_n(&item->busy, __ATOMIC_ACQUIRE)) &&
+		   __atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE) != DSM_IMPL_ID_NONE;
 }
 
 /* The reference count as users know it: mappings + pin + 1 (1 while moribund, 0 when free). */

@@ -470,7 +470,7 @@ fill_from_snapshot(DsmClusterInfo *info, dsm_control_header *control)
 
 	n = 0;
 	for (uint32_t i = 0; i < control->maxitems; i++)
-		if (items[i].refcnt != 0 && !DSM_BUSY_IS_CACHED(items[i].busy))
+		if (dsm_item_holds_segment(&items[i]))
 			n++;
 	info->segments = palloc0(sizeof(DsmSegmentInfo) * (size_t) (n > 0 ? n : 1));
 	for (uint32_t i = 0; i < control->maxitems; i++)
@@ -480,8 +480,8 @@ fill_from_snapshot(DsmClusterInfo *info, dsm_control_header *control)
 		char name[DSM_IMPL_NAME_MAX];
 		int npids = 0;
 
-		if (item->refcnt == 0 || DSM_BUSY_IS_CACHED(item->busy))
-			continue; /* free, or kept in a backend's slot cache: no segment */
+		if (!dsm_item_holds_segment(item))
+			continue; /* free, cached, or reserved and not yet named: no segment */
 		si = &info->segments[info->nsegments++];
 		si->handle = dsm_item_handle(item);
 		si->slot = i;
@@ -752,17 +752,12 @@ cleanup_listed_segments(cleanup_state *cs, dsm_control_header *copy)
 
 	for (uint32_t i = 0; i < copy->maxitems; i++)
 	{
-		void *priv = NULL;
-		void *addr = NULL;
-		size_t size = 0;
 		char name[DSM_IMPL_NAME_MAX];
 
-		if (items[i].refcnt == 0 || DSM_BUSY_IS_CACHED(items[i].busy) ||
-			items[i].impl_id == DSM_IMPL_ID_NONE)
+		if (!dsm_item_holds_segment(&items[i]))
 			continue; /* free, cached, or reserved and not yet named: no segment */
 		dsm_impl_segment_name(dsm_item_handle(&items[i]), name, sizeof name);
-		if (dsm_impl_op(DSM_OP_DESTROY, dsm_item_handle(&items[i]), 0, &priv, &addr, &size,
-						dsm_item_moribund(&items[i]) ? DEBUG1 : WARNING))
+		if (dsm_control_destroy_segment(copy, i, dsm_item_moribund(&items[i]) ? DEBUG1 : WARNING) > 0)
 			cleanup_removed(cs, "removed segment %u \"%s\" (%llu bytes)", dsm_item_handle(&items[i]), name,
 							(unsigned long long) items[i].size);
 	}

@@ -543,11 +543,12 @@ START_TEST(test_too_many_segments)
 END_TEST
 
 /*
- * The slot cache loses no slot to the others.  With 6 slots, A makes and
- * destroys 4 segments, which leaves their slots in A's cache (not free,
- * not listed as segments by inspect, and fine for the check).  B then makes
- * 6 segments: 2 from the free list and A's 4 cached slots, taken when the
- * free list runs dry; only the 7th create finds every slot in use.  A then
+ * The slot cache loses no slot to the others.  With 6 slots, A makes 6
+ * segments and destroys them: 4 slots stay in A's cache (not free, not
+ * listed as segments by inspect, and fine for the check), and the cache
+ * being full, 2 go back to the free list under the lock.  B then makes 6
+ * segments: the 2 free slots and A's 4 cached ones, taken when the free
+ * list runs dry; only the 7th create finds every slot in use.  A then
  * finds its cache emptied and reserves again.  Nothing is left reserved
  * once both have exited and been reaped.
  */
@@ -566,13 +567,14 @@ inspect_segments(uint32_t *nfree)
 static void
 share_a(Datum arg)
 {
-	dsm_segment *segs[4];
+	dsm_segment *segs[6];
 	uint32_t unused;
 
 	(void) arg;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 6; i++)
 		segs[i] = dsm_create(4096, 0);
-	for (int i = 0; i < 4; i++)
+	ck_assert_ptr_null(dsm_create(4096, DSM_CREATE_NULL_IF_MAXSEGMENTS));
+	for (int i = 0; i < 6; i++)
 		dsm_detach(segs[i]);
 	ck_assert_int_eq(inspect_segments(&unused), 0); /* cached slots are no segments */
 	ck_assert_int_eq(unused, 6);

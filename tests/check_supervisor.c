@@ -1199,6 +1199,7 @@ enum slow_mode
 	SLOW_KILL_ATTACH, /* killed inside the lock after its attach changed the word */
 	SLOW_KILL_DETACH, /* killed inside the lock in a detach that is not the last */
 	SLOW_KILL_LAST,   /* creates T, killed inside the lock in its last detach */
+	SLOW_KILL_PUBLISH, /* killed inside the lock while it publishes a segment it made */
 };
 
 static void
@@ -1250,6 +1251,10 @@ slow_backend(Datum arg)
 			ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1);
 			InjectionPointAttach("dsm-word-changed", INJECTION_KILL, 0, 0, 1);
 			dsm_detach(s);
+			break;
+		case SLOW_KILL_PUBLISH:
+			InjectionPointAttach("dsm-word-changed", INJECTION_KILL, 0, 0, 1);
+			(void) dsm_create(4096, 0);
 			break;
 	}
 	ck_abort_msg("slow backend mode %d survived its kill point", (int) mode);
@@ -1327,6 +1332,18 @@ slow_supervisor(void)
 	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
 	ck_assert(!tu_seg_exists(t)); /* the reap dropped the restored last reference */
 	ck_assert_uint_eq(inspect_refcnt(t, 0, NULL), 0);
+	ck_assert_int_eq(tu_check_cluster(), 0);
+
+	spawn_slow(SLOW_KILL_PUBLISH, h);
+	ck_assert_int_eq(supervisor_reap(true), SLOW_FILLERS);
+	{
+		/* The rollback left the segment unpublished, the reap destroyed it: only S is listed. */
+		DsmClusterInfo *info = dsm_cluster_inspect(CurrentMemoryContext, ctx.dir);
+
+		ck_assert_int_eq(info->nsegments, 1);
+		ck_assert_uint_eq(info->segments[0].handle, h);
+		dsm_cluster_info_free(info);
+	}
 	ck_assert_int_eq(tu_check_cluster(), 0);
 
 	dsm_unpin_segment(h); /* the last reference: S goes */
