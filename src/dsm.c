@@ -868,7 +868,10 @@ dsm_slot_reserve(uint32_t *slotp)
 		if (DSM_BUSY_IS_CACHED(b) && items[i].refcnt == 1 &&
 			__atomic_compare_exchange_n(&items[i].busy, &b, dsm_backend_index, false,
 										__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+		{
 			slot = i;
+			(void) INJECTION_POINT("dsm-slot-taken"); /* another backend's cached slot is ours, lock held */
+		}
 	}
 	dsm_control_unlock();
 	*slotp = slot;

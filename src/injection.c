@@ -67,6 +67,7 @@ static const char *const point_names[] = {
 	"dsm-create-published",       /* a lock-free create set its bit, still owns the slot */
 	"dsm-destroy-before-free",    /* a segment destroyed, its slot not yet freed or cached */
 	"dsm-slot-cached",            /* a destroyed segment's slot kept in the backend's cache */
+	"dsm-slot-taken",             /* a creator took another backend's cached slot, under the lock */
 	"dsm-attach-after-refcount",
 	"dsm-detach-before-refcount",
 	"dsm-detach-before-destroy",

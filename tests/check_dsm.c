@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <dsmkit.h>
@@ -638,6 +639,81 @@ START_TEST(test_cached_slots_are_shared)
 }
 END_TEST
 
+/*
+ * A creator killed right after it took another backend's cached slot,
+ * holding the lock: the next locker finds the mutex abandoned, the reap
+ * frees the slot (it holds no segment), and the backend whose cache
+ * listed it finds it gone and uses the rest.  Every slot is usable again
+ * afterwards.
+ */
+static void
+steal_kill_a(Datum arg)
+{
+	dsm_segment *segs[6];
+
+	(void) arg;
+	for (int i = 0; i < 6; i++)
+		segs[i] = dsm_create(4096, 0);
+	for (int i = 0; i < 6; i++)
+		dsm_detach(segs[i]); /* 4 slots cached, 2 free */
+	tu_pipe_send(&ctx.to_b, 1);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_a), 2); /* B is dead and reaped */
+	for (int i = 0; i < 6; i++)
+	{
+		segs[i] = dsm_create(4096, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+		ck_assert_msg(segs[i] != NULL, "create %d found no slot", i);
+	}
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	for (int i = 0; i < 6; i++)
+		dsm_detach(segs[i]);
+	tu_pipe_send(&ctx.to_sup, DONE);
+}
+
+static void
+steal_kill_b(Datum arg)
+{
+	dsm_segment *segs[2];
+
+	(void) arg;
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_b), 1);
+	for (int i = 0; i < 2; i++)
+		segs[i] = dsm_create(4096, 0); /* the free list is empty now */
+	InjectionPointAttach("dsm-slot-taken", INJECTION_KILL, 0, 0, 1);
+	(void) dsm_create(4096, 0);
+	ck_abort_msg("dsm-slot-taken did not fire");
+	dsm_detach(segs[0]);
+}
+
+static void
+steal_kill_supervisor(void)
+{
+	pid_t b;
+	siginfo_t si;
+
+	supervisor_spawn_backend(steal_kill_a, 0);
+	b = supervisor_spawn_backend(steal_kill_b, 0);
+	memset(&si, 0, sizeof si);
+	ck_assert_int_eq(waitid(P_PID, (id_t) b, &si, WEXITED | WNOWAIT), 0); /* dead, not yet reaped */
+	ck_assert_int_eq(si.si_code, CLD_KILLED);
+	ck_assert_int_eq(supervisor_reap(false), 1); /* B reaped, A runs */
+	ck_assert_int_eq(tu_check_cluster(), 0);
+	tu_pipe_send(&ctx.to_a, 2);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), DONE);
+}
+
+START_TEST(test_killed_taking_a_cached_slot)
+{
+	TU_TEST_BEGIN();
+	if (InjectionPointsEnabled())
+	{
+		ctx.max_segments = 6;
+		run_cluster(impls[_i], steal_kill_supervisor);
+		ctx.max_segments = 0;
+	}
+	TU_TEST_END();
+}
+END_TEST
+
 /* ---- roles ------------------------------------------------------------------ */
 
 static void
@@ -897,6 +973,7 @@ dsm_suite(void)
 	tcase_add_loop_test(tc, test_resize_remap, 0, 3);
 	tcase_add_loop_test(tc, test_too_many_segments, 0, 3);
 	tcase_add_loop_test(tc, test_cached_slots_are_shared, 0, 3);
+	tcase_add_loop_test(tc, test_killed_taking_a_cached_slot, 0, 3);
 	tcase_add_test(tc, test_roles);
 	tcase_add_loop_test(tc, test_bad_arguments, 0, 3);
 	tcase_add_loop_test(tc, test_enospc, 0, 2);
