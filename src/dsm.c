@@ -755,7 +755,11 @@ static int64_t dsm_os_segment_size(dsm_handle h);
  * Give a slot we own (moribund, busy = us) a new generation, the handle
  * that goes with it, and the size and creation time of the segment we are
  * about to make under it; impl_id says last that a segment may now exist.
- * No lock: nobody else writes an owned slot.  Returns the handle.
+ * No lock: nobody else writes an owned slot, but the supervisor's
+ * shutdown may take it away (dsm_control_destroy_all() makes its word
+ * DSM_WORD_REVOKED), which the compare-and-swap on the word tells us.
+ * Returns the handle, or DSM_HANDLE_INVALID if the slot was taken away
+ * (nothing of ours is under it).
  */
 static dsm_handle
 dsm_owned_new_generation(uint32_t slot, size_t size)
@@ -764,14 +768,19 @@ dsm_owned_new_generation(uint32_t slot, size_t size)
 	uint32_t genbits = 32 - dsm_control->slot_bits;
 	uint32_t genmask = genbits >= 32 ? UINT32_MAX : ((1u << genbits) - 1);
 	uint32_t gen = (item->generation + 1) & genmask;
+	uint64_t old = dsm_item_word(item);
 	dsm_handle h;
 
 	if (gen == 0)
 		gen = 1; /* keeps every handle nonzero, even slot 0's */
 	h = (gen << dsm_control->slot_bits) | slot;
-	Assert(item->busy == dsm_backend_index && !dsm_item_active(item));
+	if (old == DSM_WORD_REVOKED || DSM_WORD_ACTIVE(old))
+		return DSM_HANDLE_INVALID;
+	/* The generation first: a handle is never drawn twice, whatever dies when. */
 	__atomic_store_n(&item->generation, gen, __ATOMIC_RELEASE);
-	__atomic_store_n(&item->word, (uint64_t) h, __ATOMIC_RELEASE);
+	if (!__atomic_compare_exchange_n(&item->word, &old, (uint64_t) h, false, __ATOMIC_SEQ_CST,
+									 __ATOMIC_ACQUIRE))
+		return DSM_HANDLE_INVALID;
 	__atomic_store_n(&item->size, (uint64_t) size, __ATOMIC_RELEASE);
 	__atomic_store_n(&item->ctime, (uint64_t) time(NULL), __ATOMIC_RELEASE);
 	__atomic_store_n(&item->impl_id, DSM_IMPL_ID_CREATING, __ATOMIC_RELEASE);
@@ -934,17 +943,30 @@ dsm_destroy_moribund(uint32_t slot, dsm_handle handle, void *priv, int elevel)
  * at elevel, below ERROR).  control may be a dead cluster's.  Never
  * raises.
  */
+static int dsm_destroy_recorded(dsm_control_header *control, uint32_t slot, dsm_handle h, uint32_t id,
+								int32_t busy, int elevel);
+
 int
 dsm_control_destroy_segment(dsm_control_header *control, uint32_t slot, int elevel)
 {
-	dsm_control_item *items = dsm_control_items(control);
-	dsm_control_item *item = &items[slot];
-	dsm_handle h = dsm_item_handle(item);
-	uint32_t id = __atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE);
-	int32_t busy = __atomic_load_n(&item->busy, __ATOMIC_ACQUIRE);
+	dsm_control_item *item = &dsm_control_items(control)[slot];
 
-	if (item->refcnt == 0 || DSM_BUSY_IS_CACHED(busy) || id == DSM_IMPL_ID_NONE ||
-		h == DSM_HANDLE_INVALID)
+	if (item->refcnt == 0)
+		return 0;
+	return dsm_destroy_recorded(control, slot, dsm_item_handle(item),
+								__atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE),
+								__atomic_load_n(&item->busy, __ATOMIC_ACQUIRE), elevel);
+}
+
+/* dsm_control_destroy_segment() of a slot's handle h, impl_id id and busy, read by the caller. */
+static int
+dsm_destroy_recorded(dsm_control_header *control, uint32_t slot, dsm_handle h, uint32_t id,
+					 int32_t busy, int elevel)
+{
+	dsm_control_item *items = dsm_control_items(control);
+
+	if (DSM_BUSY_IS_CACHED(busy) || id == DSM_IMPL_ID_NONE || h == DSM_HANDLE_INVALID ||
+		h == (dsm_handle) DSM_WORD_REVOKED)
 		return 0;
 	if (dsm_impl_current() == DSM_IMPL_SYSV)
 	{
@@ -1395,6 +1417,15 @@ dsm_require_segment(const dsm_segment *seg, const char *what)
 				errmsg("%s called with a NULL dynamic shared memory segment", what));
 }
 
+/* The ERROR of a create whose slot the supervisor's shutdown took away. */
+static void
+dsm_raise_slot_taken(void)
+{
+	ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("could not create dynamic shared memory segment: the cluster is shutting down"),
+			errdetail("The supervisor is destroying every segment of the cluster."));
+}
+
 /* Raise the errno an injection point asked for, as the failing call would. */
 static void
 dsm_injected_error(int e, const char *point)
@@ -1436,16 +1467,27 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 						errdetail("1000 handles were taken already."));
 			(void) INJECTION_POINT("dsm-create-new-handle");
 			handle = dsm_owned_new_generation(slot, size);
+			if (handle == DSM_HANDLE_INVALID)
+				dsm_raise_slot_taken();
 		}
 	}
 	PG_CATCH();
 	{
-		/* The operating-system segment was not made (dsm_impl_op undoes its own half). */
+		/*
+		 * The operating-system segment was not made (dsm_impl_op undoes its
+		 * own half).  Free the slot, unless shutdown took it away.
+		 */
 		if (dsm_control_lock(WARNING))
 		{
-			dsm_ctl_begin(DSM_INTENT_CREATE);
-			dsm_ctl_free_slot(slot);
-			dsm_ctl_commit();
+			dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+			if (item->busy == dsm_backend_index && dsm_item_word(item) != DSM_WORD_REVOKED &&
+				!dsm_item_active(item))
+			{
+				dsm_ctl_begin(DSM_INTENT_CREATE);
+				dsm_ctl_free_slot(slot);
+				dsm_ctl_commit();
+			}
 			dsm_control_unlock();
 		}
 		dsm_segment_free(seg);
@@ -1470,6 +1512,7 @@ dsm_create(size_t size, int flags)
 	uint32_t slot;
 	dsm_handle handle = DSM_HANDLE_INVALID;
 	dsm_control_item *item;
+	bool published = false;
 	int e;
 
 	dsm_require_backend("dsm_create");
@@ -1513,6 +1556,11 @@ dsm_create(size_t size, int flags)
 	}
 	(void) INJECTION_POINT("dsm-create-slot-owned");
 	handle = dsm_owned_new_generation(slot, size);
+	if (handle == DSM_HANDLE_INVALID)
+	{
+		dsm_segment_free(seg);
+		dsm_raise_slot_taken();
+	}
 	seg->control_slot = slot;
 	handle = dsm_create_os_segment(seg, slot, handle, size);
 
@@ -1534,17 +1582,40 @@ dsm_create(size_t size, int flags)
 					 __ATOMIC_RELEASE);
 	if (likely(dsm_backend_is_fast(dsm_backend_index)))
 	{
-		__atomic_fetch_or(&item->word, DSM_WORD_FAST_BIT(dsm_backend_index), __ATOMIC_SEQ_CST);
-		(void) INJECTION_POINT("dsm-create-published");
-		__atomic_store_n(&item->busy, DSM_BUSY_NONE, __ATOMIC_RELEASE);
+		uint64_t expect = (uint64_t) handle;
+		int32_t me = dsm_backend_index;
+
+		published = __atomic_compare_exchange_n(&item->word, &expect,
+												expect | DSM_WORD_FAST_BIT(dsm_backend_index), false,
+												__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
+		if (published)
+		{
+			(void) INJECTION_POINT("dsm-create-published");
+			(void) __atomic_compare_exchange_n(&item->busy, &me, DSM_BUSY_NONE, false,
+											   __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
+		}
 	}
 	else if (dsm_control_lock(WARNING))
 	{
-		dsm_ctl_begin(DSM_INTENT_CREATE);
-		CTL_SET32(item->busy, DSM_BUSY_NONE);
-		dsm_ctl_add_ref(slot, dsm_backend_index); /* makes the word active: the last change */
-		dsm_ctl_commit();
+		published = dsm_item_word(item) == (uint64_t) handle && item->busy == dsm_backend_index;
+		if (published)
+		{
+			dsm_ctl_begin(DSM_INTENT_CREATE);
+			CTL_SET32(item->busy, DSM_BUSY_NONE);
+			dsm_ctl_add_ref(slot, dsm_backend_index); /* makes the word active: the last change */
+			dsm_ctl_commit();
+		}
 		dsm_control_unlock();
+	}
+	if (!published)
+	{
+		/* Shutdown took the slot away (or the lock failed): the segment is nobody's but ours. */
+		void *priv = seg->impl_private;
+
+		(void) dsm_impl_op(DSM_OP_DESTROY, handle, 0, &priv, &seg->mapped_address, &seg->mapped_size,
+						   WARNING);
+		dsm_segment_free(seg);
+		dsm_raise_slot_taken();
 	}
 	dsm_local_link(seg);
 	if (CurrentResourceOwner != NULL)
@@ -1937,6 +2008,7 @@ void
 dsm_pin_segment(dsm_segment *seg)
 {
 	bool already = false;
+	bool gone = false;
 	int e;
 
 	dsm_require_segment(seg, "dsm_pin_segment");
@@ -1957,6 +2029,8 @@ dsm_pin_segment(dsm_segment *seg)
 
 		if (item->pinned)
 			already = true;
+		else if (dsm_item_handle(item) != seg->handle || !dsm_item_active(item))
+			gone = true; /* our reference was taken away (shutdown): never revive the word */
 		else
 		{
 			dsm_ctl_begin(DSM_INTENT_PIN);
@@ -1971,6 +2045,11 @@ dsm_pin_segment(dsm_segment *seg)
 		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				errmsg("cannot pin dynamic shared memory segment %u: it is already pinned",
 					   seg->handle));
+	if (gone)
+		ereport(ERROR, errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("cannot pin dynamic shared memory segment %u: it is being destroyed",
+					   seg->handle),
+				errdetail("The cluster is shutting down."));
 }
 
 /*
@@ -2133,9 +2212,10 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 		live = false;
 	for (uint32_t i = 0; i < maxitems; i++)
 	{
-		dsm_handle h = dsm_item_handle(&items[i]);
-		uint32_t refcnt = dsm_item_refcount(&items[i]);
 		int32_t busy = __atomic_load_n(&items[i].busy, __ATOMIC_ACQUIRE);
+		uint64_t w = dsm_item_word(&items[i]);
+		dsm_handle h = DSM_WORD_HANDLE(w);
+		uint32_t refcnt = dsm_item_refcount(&items[i]);
 		bool moribund;
 
 		if (refcnt == 0)
@@ -2143,17 +2223,46 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 		if (DSM_BUSY_IS_CACHED(busy))
 		{
 			/* No segment.  Live: take it from its backend's cache as a creator would, and free it. */
-			if (live && __atomic_compare_exchange_n(&items[i].busy, &busy, DSM_BUSY_SUPERVISOR, false,
-													__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			if (live)
 			{
+				if (!__atomic_compare_exchange_n(&items[i].busy, &busy, DSM_BUSY_SUPERVISOR, false,
+												 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+				{
+					i--; /* its backend took it back meanwhile: look again */
+					continue;
+				}
 				dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
 				dsm_ctl_free_slot(i);
 				dsm_ctl_commit();
 			}
 			continue;
 		}
+		if (live && busy >= 0 && !DSM_WORD_ACTIVE(w))
+		{
+			/*
+			 * A backend that may still run owns the slot (it is creating or
+			 * destroying its segment without the lock).  Take the slot away
+			 * first: its next compare-and-swap on the word fails, so it
+			 * publishes nothing and destroys what it made itself.  Then
+			 * destroy what may be there already, and free the slot.
+			 */
+			uint32_t id;
+
+			if (!__atomic_compare_exchange_n(&items[i].word, &w, DSM_WORD_REVOKED, false,
+											 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			{
+				i--; /* it named or published the slot meanwhile: look again */
+				continue;
+			}
+			id = __atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE);
+			(void) dsm_destroy_recorded(control, i, h, id, busy, DEBUG1);
+			dsm_ctl_begin(DSM_INTENT_SHUTDOWN);
+			dsm_ctl_free_slot(i);
+			dsm_ctl_commit();
+			continue;
+		}
 		if (__atomic_load_n(&items[i].impl_id, __ATOMIC_ACQUIRE) == DSM_IMPL_ID_NONE)
-			continue; /* reserved and not yet named: no segment, and its owner may be naming it */
+			continue; /* reserved and not yet named: no segment */
 		ereport(DEBUG1, errmsg("destroying dynamic shared memory segment %u (reference count %u)", h,
 							   refcnt));
 		moribund = dsm_item_moribund(&items[i]);
@@ -2190,7 +2299,17 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 		}
 	}
 	if (live)
+	{
+		/*
+		 * Backends may outlive the supervisor for a while, still mapping
+		 * this control segment, which is about to go: no slot may get a
+		 * new segment from here on (a create's naming fails on the word).
+		 */
+		for (uint32_t i = 0; i < maxitems; i++)
+			if (items[i].refcnt == 0)
+				__atomic_store_n(&items[i].word, DSM_WORD_REVOKED, __ATOMIC_SEQ_CST);
 		dsm_control_unlock();
+	}
 }
 
 /* ---------------------------------------------------------------------

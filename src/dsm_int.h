@@ -68,7 +68,8 @@
  *      without the lock: its generation, word, size, ctime and impl_id,
  *      and busy when b publishes the segment (its fast bit first, so the
  *      word goes from inactive to active in one step) or caches the slot
- *      (a compare-and-swap).  Lock holders leave owned slots alone (but
+ *      (a compare-and-swap).  b changes the word only by compare-and-swap,
+ *      so that shutdown can take the slot away (DSM_WORD_REVOKED).  Lock holders leave owned slots alone (but
  *      for b's reap and the supervisor's shutdown), and take a cached slot
  *      only by a compare-and-swap on busy.  impl_id tells b's reap what
  *      may exist under the handle, so that it never removes what another
@@ -147,6 +148,8 @@
 #define DSM_WORD_HANDLE(w) ((dsm_handle) ((w) & 0xffffffffu))
 #define DSM_WORD_FAST_MASK(w) ((uint32_t) ((w) >> 32) & 0x7fffffffu)
 #define DSM_WORD_ACTIVE(w) (((w) >> 32) != 0)   /* a fast holder or OTHERS */
+/* The word of a slot the supervisor's shutdown took from its owner (handle bits all ones: never a segment's). */
+#define DSM_WORD_REVOKED ((uint64_t) UINT32_MAX)
 
 /* Shared memory: one entry of the undo log. */
 typedef struct dsm_control_undo

@@ -1546,6 +1546,82 @@ START_TEST(test_attach_during_shutdown)
 END_TEST
 
 /*
+ * A backend that creates and destroys segments while the supervisor shuts
+ * down (and after it has gone): the shutdown takes a slot the backend is
+ * creating in away from it, and marks every free slot, so the backend's
+ * create fails with a clear ERROR ("the cluster is shutting down") rather
+ * than making a segment nobody would destroy, and destroys what it made
+ * itself.  Nothing of the cluster is left once both have exited.
+ */
+static void
+busy_creator_done(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	tu_pipe_send(&ctx.to_test, DONE); /* after the dsm exit hook */
+}
+
+static void
+busy_creator(Datum arg)
+{
+	volatile int n = 0;
+	volatile bool refused = false;
+
+	(void) arg;
+	on_proc_exit(busy_creator_done, 0);
+	while (!refused && n < 10000000)
+	{
+		PG_TRY();
+		{
+			dsm_segment *s = dsm_create(4096, 0);
+
+			if (n++ == 100)
+				tu_pipe_send(&ctx.to_sup, 1); /* running */
+			dsm_detach(s);
+		}
+		PG_CATCH();
+		{
+			ErrorData *e = CopyErrorData();
+
+			FlushErrorState();
+			ck_assert_msg(strstr(e->message, "the cluster is shutting down") != NULL, "%s",
+						  e->message);
+			ck_assert_int_eq(e->sqlerrcode, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+			FreeErrorData(e);
+			refused = true;
+		}
+		PG_END_TRY();
+	}
+	tu_pipe_send(&ctx.to_test, refused ? 1 : 0);
+	proc_exit(0);
+}
+
+static void
+busy_supervisor_fn(void *arg)
+{
+	(void) arg;
+	start_supervisor();
+	supervisor_spawn_backend(busy_creator, 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
+	proc_exit(0); /* shuts down while the backend creates */
+}
+
+START_TEST(test_create_during_shutdown)
+{
+	TU_TEST_BEGIN();
+	begin_cluster(impls[_i]);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(busy_supervisor_fn, NULL)), 0);
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), 1); /* refused with the shutdown ERROR */
+	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_test), DONE); /* its exit hooks ran */
+	ck_assert_int_eq(tu_count_posix_segments(ctx.dir), 0);
+	ck_assert_int_eq(tu_count_sysv_segments(ctx.dir), 0);
+	ck_assert_int_eq(tu_wait_exit_code(tu_fork(clean_start_fn, NULL)), 0);
+	end_cluster();
+	TU_TEST_END();
+}
+END_TEST
+
+/*
  * Inspecting a cluster whose supervisor is still starting (state file
  * written, control segment made but not yet filled): no "corrupt" verdict
  * without a word, but a wait of about a second for the supervisor, then a
@@ -1898,6 +1974,7 @@ supervisor_suite(void)
 	tcase_add_test(tc, test_sysv_key_collision_reclaim);
 	tcase_add_loop_test(tc, test_kill_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_attach_during_shutdown, 0, 3);
+	tcase_add_loop_test(tc, test_create_during_shutdown, 0, 3);
 	tcase_add_loop_test(tc, test_inspect_while_starting, 0, 3);
 	tcase_add_loop_test(tc, test_startup_points, 0, 3);
 	suite_add_tcase(s, tc);
