@@ -950,10 +950,13 @@ int
 dsm_control_destroy_segment(dsm_control_header *control, uint32_t slot, int elevel)
 {
 	dsm_control_item *item = &dsm_control_items(control)[slot];
+	uint64_t w = dsm_item_word(item);
 
 	if (item->refcnt == 0)
 		return 0;
-	return dsm_destroy_recorded(control, slot, dsm_item_handle(item),
+	/* Revoked by a shutdown that died before destroying it: the handle was kept in next_free. */
+	return dsm_destroy_recorded(control, slot,
+								w == DSM_WORD_REVOKED ? (dsm_handle) item->next_free : DSM_WORD_HANDLE(w),
 								__atomic_load_n(&item->impl_id, __ATOMIC_ACQUIRE),
 								__atomic_load_n(&item->busy, __ATOMIC_ACQUIRE), elevel);
 }
@@ -1417,6 +1420,29 @@ dsm_require_segment(const dsm_segment *seg, const char *what)
 				errmsg("%s called with a NULL dynamic shared memory segment", what));
 }
 
+/*
+ * A create found its slot's word revoked: shutdown took the slot away (and
+ * freed it), or it was a free slot that shutdown marked.  In the second
+ * case the slot is still ours: put it back on the free list (its word
+ * stays revoked), so that every create after shutdown gets the same
+ * ERROR instead of using up the slots.  Never raises.
+ */
+static void
+dsm_give_back_revoked(uint32_t slot)
+{
+	dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
+
+	if (!dsm_control_lock(WARNING))
+		return;
+	if (item->busy == dsm_backend_index && item->refcnt == 1 && dsm_item_word(item) == DSM_WORD_REVOKED)
+	{
+		dsm_ctl_begin(DSM_INTENT_CREATE);
+		dsm_ctl_free_slot(slot);
+		dsm_ctl_commit();
+	}
+	dsm_control_unlock();
+}
+
 /* The ERROR of a create whose slot the supervisor's shutdown took away. */
 static void
 dsm_raise_slot_taken(void)
@@ -1477,12 +1503,14 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 		 * The operating-system segment was not made (dsm_impl_op undoes its
 		 * own half).  Free the slot, unless shutdown took it away.
 		 */
+		bool taken = false;
+
 		if (dsm_control_lock(WARNING))
 		{
 			dsm_control_item *item = &dsm_control_items(dsm_control)[slot];
 
-			if (item->busy == dsm_backend_index && dsm_item_word(item) != DSM_WORD_REVOKED &&
-				!dsm_item_active(item))
+			taken = dsm_item_word(item) == DSM_WORD_REVOKED || item->busy != dsm_backend_index;
+			if (!taken && !dsm_item_active(item))
 			{
 				dsm_ctl_begin(DSM_INTENT_CREATE);
 				dsm_ctl_free_slot(slot);
@@ -1491,6 +1519,12 @@ dsm_create_os_segment(dsm_segment *seg, uint32_t slot, dsm_handle first, size_t 
 			dsm_control_unlock();
 		}
 		dsm_segment_free(seg);
+		if (taken)
+		{
+			/* Shutdown took the slot (and maybe removed what we were making): say so. */
+			FlushErrorState();
+			dsm_raise_slot_taken();
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -1558,6 +1592,7 @@ dsm_create(size_t size, int flags)
 	handle = dsm_owned_new_generation(slot, size);
 	if (handle == DSM_HANDLE_INVALID)
 	{
+		dsm_give_back_revoked(slot);
 		dsm_segment_free(seg);
 		dsm_raise_slot_taken();
 	}
@@ -2248,6 +2283,8 @@ dsm_control_destroy_all(dsm_control_header *control, int elevel)
 			 */
 			uint32_t id;
 
+			/* The handle survives the revocation here, for a crash clean-up if we die before the destroy. */
+			__atomic_store_n(&items[i].next_free, h, __ATOMIC_SEQ_CST);
 			if (!__atomic_compare_exchange_n(&items[i].word, &w, DSM_WORD_REVOKED, false,
 											 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
 			{

@@ -1551,7 +1551,8 @@ END_TEST
  * creating in away from it, and marks every free slot, so the backend's
  * create fails with a clear ERROR ("the cluster is shutting down") rather
  * than making a segment nobody would destroy, and destroys what it made
- * itself.  Nothing of the cluster is left once both have exited.
+ * itself; every later create is refused the same way, using up no slot.
+ * Nothing of the cluster is left once both have exited.
  */
 static void
 busy_creator_done(int code, Datum arg)
@@ -1592,6 +1593,25 @@ busy_creator(Datum arg)
 		}
 		PG_END_TRY();
 	}
+	/* Every later create is refused the same way: a refused create uses up no slot (16 slots). */
+	for (volatile int k = 0; refused && k < 40; k++)
+	{
+		PG_TRY();
+		{
+			(void) dsm_create(4096, 0);
+			refused = false;
+		}
+		PG_CATCH();
+		{
+			ErrorData *e = CopyErrorData();
+
+			FlushErrorState();
+			if (strstr(e->message, "the cluster is shutting down") == NULL)
+				refused = false;
+			FreeErrorData(e);
+		}
+		PG_END_TRY();
+	}
 	tu_pipe_send(&ctx.to_test, refused ? 1 : 0);
 	proc_exit(0);
 }
@@ -1600,7 +1620,7 @@ static void
 busy_supervisor_fn(void *arg)
 {
 	(void) arg;
-	start_supervisor();
+	tu_start_supervisor(ctx.dir, ctx.impl, 0, 16);
 	supervisor_spawn_backend(busy_creator, 0);
 	ck_assert_uint_eq(tu_pipe_recv(&ctx.to_sup), 1);
 	proc_exit(0); /* shuts down while the backend creates */
