@@ -84,6 +84,15 @@ run_cluster(int impl, void (*supervisor_fn)(void))
 	tu_end_cluster_dir(ctx.dir);
 }
 
+/* run_cluster() with a control segment of max_segments slots. */
+static void
+run_cluster_with_slots(int impl, int max_segments, void (*supervisor_fn)(void))
+{
+	ctx.max_segments = max_segments;
+	run_cluster(impl, supervisor_fn);
+	ctx.max_segments = 0;
+}
+
 /* ---- create, attach, data, destroy ---------------------------------------- */
 
 static void
@@ -536,9 +545,7 @@ full_supervisor(void)
 START_TEST(test_too_many_segments)
 {
 	TU_TEST_BEGIN();
-	ctx.max_segments = 4;
-	run_cluster(impls[_i], full_supervisor);
-	ctx.max_segments = 0;
+	run_cluster_with_slots(impls[_i], 4, full_supervisor);
 	TU_TEST_END();
 }
 END_TEST
@@ -632,9 +639,7 @@ share_supervisor(void)
 START_TEST(test_cached_slots_are_shared)
 {
 	TU_TEST_BEGIN();
-	ctx.max_segments = 6;
-	run_cluster(impls[_i], share_supervisor);
-	ctx.max_segments = 0;
+	run_cluster_with_slots(impls[_i], 6, share_supervisor);
 	TU_TEST_END();
 }
 END_TEST
@@ -706,9 +711,7 @@ START_TEST(test_killed_taking_a_cached_slot)
 	TU_TEST_BEGIN();
 	if (InjectionPointsEnabled())
 	{
-		ctx.max_segments = 6;
-		run_cluster(impls[_i], steal_kill_supervisor);
-		ctx.max_segments = 0;
+		run_cluster_with_slots(impls[_i], 6, steal_kill_supervisor);
 	}
 	TU_TEST_END();
 }
@@ -951,9 +954,7 @@ many_supervisor(void)
 START_TEST(test_many_segments)
 {
 	TU_TEST_BEGIN();
-	ctx.max_segments = MANY + 100;
-	run_cluster(fd_impls[_i], many_supervisor);
-	ctx.max_segments = 0;
+	run_cluster_with_slots(fd_impls[_i], MANY + 100, many_supervisor);
 	TU_TEST_END();
 }
 END_TEST
