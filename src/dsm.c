@@ -1547,6 +1547,7 @@ dsm_create(size_t size, int flags)
 	dsm_handle handle = DSM_HANDLE_INVALID;
 	dsm_control_item *item;
 	bool published = false;
+	bool locked = true;
 	int e;
 
 	dsm_require_backend("dsm_create");
@@ -1630,7 +1631,9 @@ dsm_create(size_t size, int flags)
 											   __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
 		}
 	}
-	else if (dsm_control_lock(WARNING))
+	else if (!(locked = dsm_control_lock(WARNING)))
+		published = false;
+	else
 	{
 		published = dsm_item_word(item) == (uint64_t) handle && item->busy == dsm_backend_index;
 		if (published)
@@ -1650,6 +1653,10 @@ dsm_create(size_t size, int flags)
 		(void) dsm_impl_op(DSM_OP_DESTROY, handle, 0, &priv, &seg->mapped_address, &seg->mapped_size,
 						   WARNING);
 		dsm_segment_free(seg);
+		if (!locked)
+			ereport(ERROR, errcode(ERRCODE_SYSTEM_ERROR),
+					errmsg("could not publish dynamic shared memory segment %u: could not lock the control segment",
+						   handle));
 		dsm_raise_slot_taken();
 	}
 	dsm_local_link(seg);
